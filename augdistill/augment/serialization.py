@@ -1,0 +1,253 @@
+"""Policy JSON: writing, strict validation and loading (schema version 1, see ``policies/README.md``).
+
+Every float is written with Python's shortest round-trip ``repr`` and the learnable values are
+``float64`` parameters, so ``load -> save`` reproduces each field exactly. Loading validates every
+field and raises one :class:`~augdistill.errors.PolicyFormatError` naming the file, the field path
+(e.g. ``ops[2].magnitude.low``), the value found and what was expected.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from augdistill.augment.ops import OPS, OP_NAMES, AugmentOp, check_op
+from augdistill.augment.policy import COMPOSITIONS, Policy
+from augdistill.errors import PolicyFormatError
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "policy_to_dict", "policy_from_dict", "load_policy", "default_provenance"]
+
+SCHEMA = "augdistill.policy"
+SCHEMA_VERSION = 1
+
+_TOP_KEYS = {"schema", "version", "composition", "ops", "weights", "sub_policies", "image", "gates", "provenance"}
+_OP_KEYS = {"name", "probability", "magnitude", "symmetric"}
+_MAG_KEYS = {"low", "high", "unit"}
+_IMAGE_KEYS = {"value_range", "size"}
+_GATE_KEYS = {"temperature", "hard"}
+_PROV_KEYS = {"dataset", "method", "seed", "versions", "date", "metrics"}
+
+
+def default_provenance() -> dict[str, Any]:
+    """Provenance with library versions and the current UTC date filled in."""
+    import kornia
+    import augdistill
+    return {"dataset": None, "method": None, "seed": None,
+            "versions": {"augdistill": augdistill.__version__, "torch": torch.__version__,
+                         "kornia": kornia.__version__},
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "metrics": {}}
+
+
+@torch.no_grad()
+def policy_to_dict(policy: Policy, provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Serialise ``policy``; ``provenance`` overrides the stored one (missing fields get defaults)."""
+    if provenance is None and policy.provenance is not None:
+        prov = dict(policy.provenance)
+    else:
+        prov = default_provenance()
+        prov.update(policy.provenance or {})
+        prov.update(provenance or {})
+    ops = []
+    for op in policy.ops:
+        bounds = op.range()
+        magnitude = None if bounds is None else {
+            "low": float(bounds[0]), "high": float(bounds[1]), "unit": op.spec.unit}
+        ops.append({"name": op.name, "probability": float(op.prob()), "magnitude": magnitude,
+                    "symmetric": op.symmetric})
+    return {
+        "schema": SCHEMA,
+        "version": SCHEMA_VERSION,
+        "composition": policy.composition,
+        "ops": ops,
+        "weights": None if policy.weights is None else [float(w) for w in policy.weights],
+        "sub_policies": [list(g) for g in policy.groups] if policy.composition == "sub-policies" else None,
+        "image": {"value_range": list(policy.value_range),
+                  "size": None if policy.image_size is None else list(policy.image_size)},
+        "gates": {"temperature": policy.temperature, "hard": policy.hard},
+        "provenance": prov,
+    }
+
+
+class _Checker:
+    """Field-by-field validation that raises one error naming the source, field and value."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, field: str, message: str) -> PolicyFormatError:
+        return PolicyFormatError(f"{self.source}: field '{field}': {message}")
+
+    def obj(self, value: Any, field: str, keys: set[str]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(field, f"expected an object with keys {sorted(keys)}, got {_show(value)}")
+        missing, extra = keys - value.keys(), value.keys() - keys
+        if missing:
+            raise self.fail(field, f"missing field(s) {sorted(missing)}")
+        if extra:
+            raise self.fail(field, f"unknown field(s) {sorted(extra)}; expected {sorted(keys)}")
+        return value
+
+    def number(self, value: Any, field: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.fail(field, f"expected a finite number, got {_show(value)}")
+        return float(value)
+
+    def typed(self, value: Any, field: str, kind: type | tuple[type, ...], what: str, nullable: bool = False) -> Any:
+        if value is None and nullable:
+            return None
+        if isinstance(value, bool) and kind is not bool:
+            raise self.fail(field, f"expected {what}, got {_show(value)}")
+        if not isinstance(value, kind):
+            raise self.fail(field, f"expected {what}{' or null' if nullable else ''}, got {_show(value)}")
+        return value
+
+    def array(self, value: Any, field: str, nullable: bool = False) -> list[Any] | None:
+        return self.typed(value, field, list, "an array", nullable)
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool, type(None))) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_op(c: _Checker, raw: Any, field: str) -> dict[str, Any]:
+    entry = c.obj(raw, field, _OP_KEYS)
+    name = c.typed(entry["name"], f"{field}.name", str, "an op name (string)")
+    if name not in OPS:
+        raise c.fail(f"{field}.name", f"unknown op {name!r}; expected one of {', '.join(OP_NAMES)}")
+    spec = OPS[name]
+    probability = c.number(entry["probability"], f"{field}.probability")
+    symmetric = c.typed(entry["symmetric"], f"{field}.symmetric", bool, "true or false")
+    low = high = None
+    if entry["magnitude"] is not None or spec.has_magnitude:
+        if entry["magnitude"] is None:
+            raise c.fail(f"{field}.magnitude", f"op {name!r} needs {{low, high, unit}}, got null")
+        mag = c.obj(entry["magnitude"], f"{field}.magnitude", _MAG_KEYS)
+        low = c.number(mag["low"], f"{field}.magnitude.low")
+        high = c.number(mag["high"], f"{field}.magnitude.high")
+        if mag["unit"] != spec.unit:
+            raise c.fail(f"{field}.magnitude.unit", f"op {name!r} is measured in {spec.unit!r}, got {_show(mag['unit'])}")
+    problem = check_op(name, probability, low, high, symmetric)
+    if problem:
+        sub, _, message = problem.partition(": ")
+        raise c.fail(f"{field}.{sub}", message)
+    return {"name": name, "probability": probability, "low": low, "high": high, "symmetric": symmetric}
+
+
+def policy_from_dict(data: Any, source: str = "<dict>") -> Policy:
+    """Validate a policy dict strictly and build the :class:`Policy`.
+
+    Args:
+        data: the parsed JSON.
+        source: name used in error messages (the file path when loading a file).
+
+    Raises:
+        PolicyFormatError: naming ``source``, the field and the offending value.
+    """
+    c = _Checker(source)
+    top = c.obj(data, "<root>", _TOP_KEYS)
+    if top["schema"] != SCHEMA:
+        raise c.fail("schema", f"expected {SCHEMA!r}, got {_show(top['schema'])}")
+    if isinstance(top["version"], bool) or top["version"] != SCHEMA_VERSION:
+        raise c.fail("version", f"unsupported schema version {_show(top['version'])}; this library reads {SCHEMA_VERSION}")
+    composition = c.typed(top["composition"], "composition", str, "a string")
+    if composition not in COMPOSITIONS:
+        raise c.fail("composition", f"unknown composition {composition!r}; expected one of {', '.join(COMPOSITIONS)}")
+    ops = [_check_op(c, raw, f"ops[{i}]") for i, raw in enumerate(c.array(top["ops"], "ops"))]
+
+    sub_policies = c.array(top["sub_policies"], "sub_policies", nullable=True)
+    if (composition == "sub-policies") != (sub_policies is not None):
+        raise c.fail("sub_policies", f"must be {'an array' if composition == 'sub-policies' else 'null'} "
+                                     f"for composition {composition!r}, got {_show(sub_policies)}")
+    if sub_policies is not None:
+        flat = []
+        for k, group in enumerate(sub_policies):
+            for j, idx in enumerate(c.array(group, f"sub_policies[{k}]")):
+                flat.append(c.typed(idx, f"sub_policies[{k}][{j}]", int, "an op index"))
+        if not sub_policies or flat != list(range(len(ops))):
+            raise c.fail("sub_policies", f"must list op indices 0..{len(ops) - 1} once each, in order; got {_show(sub_policies)}")
+    n_choices = len(sub_policies) if sub_policies is not None else len(ops)
+
+    weights = c.array(top["weights"], "weights", nullable=True)
+    if (composition == "sequential") != (weights is None):
+        raise c.fail("weights", f"must be {'null' if composition == 'sequential' else 'an array'} "
+                                f"for composition {composition!r}, got {_show(weights)}")
+    if weights is not None:
+        weights = [c.number(w, f"weights[{i}]") for i, w in enumerate(weights)]
+        if len(weights) != n_choices:
+            raise c.fail("weights", f"expected {n_choices} weights, got {len(weights)}")
+        if any(w < 0 for w in weights) or not sum(weights) > 0:
+            raise c.fail("weights", f"weights must be >= 0 and not all 0, got {_show(weights)}")
+    if composition == "choose-one" and not ops:
+        raise c.fail("ops", "composition 'choose-one' needs at least one op")
+
+    image = c.obj(top["image"], "image", _IMAGE_KEYS)
+    value_range = c.array(image["value_range"], "image.value_range")
+    if [c.number(v, f"image.value_range[{i}]") for i, v in enumerate(value_range)] != [0.0, 1.0]:
+        raise c.fail("image.value_range", f"only [0.0, 1.0] is supported, got {_show(value_range)}")
+    size = c.array(image["size"], "image.size", nullable=True)
+    if size is not None and (len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size)):
+        raise c.fail("image.size", f"expected [height, width] positive integers or null, got {_show(size)}")
+
+    gates = c.obj(top["gates"], "gates", _GATE_KEYS)
+    temperature = c.number(gates["temperature"], "gates.temperature")
+    if not temperature > 0:
+        raise c.fail("gates.temperature", f"must be > 0, got {temperature!r}")
+    hard = c.typed(gates["hard"], "gates.hard", bool, "true or false")
+
+    prov = c.obj(top["provenance"], "provenance", _PROV_KEYS)
+    for key in ("dataset", "method", "date"):
+        c.typed(prov[key], f"provenance.{key}", str, "a string", nullable=True)
+    c.typed(prov["seed"], "provenance.seed", int, "an integer", nullable=True)
+    versions = c.typed(prov["versions"], "provenance.versions", dict, "an object of name -> version string")
+    for key, value in versions.items():
+        c.typed(value, f"provenance.versions.{key}", str, "a version string")
+    c.typed(prov["metrics"], "provenance.metrics", dict, "an object")
+
+    modules = [AugmentOp(op["name"], op["probability"],
+                         None if op["high"] is None else (op["low"], op["high"]), op["symmetric"]) for op in ops]
+    return Policy(modules, composition, sub_policies=sub_policies, weights=weights,
+                  image_size=None if size is None else (size[0], size[1]), temperature=temperature, hard=hard,
+                  provenance=prov)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise ValueError(f"duplicate key(s) {dup}")
+    return dict(pairs)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load and strictly validate a policy JSON file.
+
+    Raises:
+        PolicyFormatError: unreadable file, malformed JSON, or any field violating the schema; the
+            message names the file, the field and the value.
+
+    Example:
+        >>> policy = load_policy("policies/dsa.json")  # doctest: +SKIP
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PolicyFormatError(f"{path}: cannot read policy file ({e})") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except json.JSONDecodeError as e:
+        raise PolicyFormatError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except ValueError as e:
+        raise PolicyFormatError(f"{path}: malformed JSON: {e}") from None
+    return policy_from_dict(data, source=str(path))
