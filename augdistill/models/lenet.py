@@ -47,7 +47,7 @@ class MLP(nn.Module):
         input ``(B, C, H, W)``, output ``(B, num_classes)``.
     """
 
-    def __init__(self, in_shape: Sequence[int], num_classes: int, *, width: int = 128, depth: int = 2,
+    def __init__(self, in_shape: Sequence[int], num_classes: int, *, width: int = 128, depth: int = 1,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         super().__init__()
         features = in_shape[0] * in_shape[1] * in_shape[2]

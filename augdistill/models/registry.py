@@ -13,7 +13,7 @@ from augdistill.models.convnet import ConvNet
 from augdistill.models.lenet import MLP, LeNet
 from augdistill.typing import Params
 
-__all__ = ["MODELS", "build_model", "sample_params"]
+__all__ = ["MODELS", "build_model", "sample_params", "reset_parameters_"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"convnet": ConvNet, "lenet": LeNet, "mlp": MLP}
 
@@ -66,3 +66,11 @@ def sample_params(model: nn.Module, generator: torch.Generator) -> Params:
     if missing:
         raise ConfigError(f"sample_params does not know how to initialise {sorted(missing)}")
     return params
+
+
+@torch.no_grad()
+def reset_parameters_(model: nn.Module, generator: torch.Generator) -> nn.Module:
+    """Re-initialise ``model`` in place from :func:`sample_params` (no global RNG); returns ``model``."""
+    for name, value in sample_params(model, generator).items():
+        model.get_parameter(name).copy_(value)
+    return model

@@ -1,0 +1,7 @@
+"""``python -m augdistill`` runs the command line."""
+
+import sys
+
+from augdistill.cli import main
+
+sys.exit(main())

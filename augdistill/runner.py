@@ -1,0 +1,219 @@
+"""Whole jobs on a run directory: distill (with checkpoints and resume) and evaluate.
+
+These are what the CLI calls; they are equally usable from Python.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from augdistill.checkpoint import load_json, load_tensors, save_json, save_tensors
+from augdistill.config import DistillConfig
+from augdistill.data import Dataset, load_dataset, take_per_class
+from augdistill.errors import CheckpointError, ConfigError, TrainingDivergedError
+from augdistill.evaluate import EvalResult, StandardProtocol, replay_accuracies, standard_accuracies, summarize
+from augdistill.models import build_model
+from augdistill.outer import Distiller, fit
+from augdistill.plots import save_curves, save_image_grid
+from augdistill.progress import Progress
+from augdistill.run import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, POLICY_FILE, SYNTHETIC_FILE, DistilledSet,
+                            load_config, load_distilled, save_distilled)
+
+__all__ = ["distill_run", "evaluate_run", "draw_run", "PROTOCOLS", "load_run_dataset"]
+
+PROTOCOLS = ("replay", "standard", "random-subset", "full-data")
+
+
+def load_run_dataset(config: DistillConfig) -> Dataset:
+    return load_dataset(config.data.name, config.data.root, val_fraction=config.data.val_fraction)
+
+
+def _build_policy(config: DistillConfig, info: Any) -> nn.Module | None:
+    cfg = config.policy
+    if cfg.mode == "none":
+        return None
+    from augdistill.augment import build_policy, load_policy
+    if cfg.init_file is not None:
+        return load_policy(cfg.init_file)
+    if cfg.mode == "fixed":
+        raise ConfigError("--policy fixed needs --policy-init FILE.json (e.g. policies/dsa.json)")
+    return build_policy(list(cfg.ops), composition="sequential", image_size=info.image_shape[1:])
+
+
+def _distilled(d: Distiller) -> DistilledSet:
+    exported = d.synthetic.export()
+    return DistilledSet(exported["images"], exported["labels"], exported.get("soft_labels"), exported["lrs"],
+                        d.schedule, d.config.inner.momentum, d.config.data.name, d.config.synthetic.ipc)
+
+
+def _loss_series(history: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    return {"outer loss (train batch)": [(h["iteration"], h["loss"]) for h in history if "loss" in h],
+            "val replay accuracy": [(h["iteration"], h["val_acc"]) for h in history if "val_acc" in h]}
+
+
+def draw_run(run_dir: str | Path) -> list[Path]:
+    """(Re)draw ``synthetic.png`` and ``loss.png`` of a run directory; returns the written paths."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    s = load_distilled(run_dir / SYNTHETIC_FILE)
+    names = load_run_dataset(config).info.class_names
+    save_image_grid(s.images, s.labels, names, run_dir / "synthetic.png")
+    written = [run_dir / "synthetic.png"]
+    metrics_path = run_dir / METRICS_FILE
+    if metrics_path.is_file():
+        history = load_json(metrics_path, "metrics").get("history", [])
+        save_curves(_loss_series(history), run_dir / "loss.png", title=f"{config.data.name}, ipc {s.ipc}")
+        written.append(run_dir / "loss.png")
+    return written
+
+
+def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False, device: str = "cpu",
+                checkpoint_every: int = 100, eval_every: int = 100, eval_nets: int = 5,
+                final_nets: int = 5, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
+                ) -> dict[str, Any]:
+    """Distill into ``out``: checkpoints atomically, resumes, selects on val, exports and evaluates.
+
+    Returns the metrics dict also written to ``out/metrics.json``.
+    """
+    out = Path(out)
+    if resume:
+        saved = load_config(out)
+        if saved.to_dict() != config.to_dict():
+            config = saved
+            log(f"resuming with the configuration saved in {out / CONFIG_FILE}")
+    elif (out / CHECKPOINT_FILE).exists():
+        raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    dataset = load_run_dataset(config)
+    distiller = Distiller(config, dataset, policy=_build_policy(config, dataset.info), device=device)
+    if resume:
+        state = load_tensors(out / CHECKPOINT_FILE, "checkpoint", map_location=device,
+                             required=("iteration", "synthetic", "optimizer", "generators", "history"))
+        try:
+            distiller.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{out / CHECKPOINT_FILE} does not fit this configuration ({e})") from None
+        log(f"resumed {out} at iteration {distiller.iteration}/{config.outer.iterations}")
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(config.to_dict(), out / CONFIG_FILE)
+
+    def checkpoint() -> None:
+        save_tensors(distiller.state_dict(), out / CHECKPOINT_FILE)
+
+    progress = Progress(config.outer.iterations, start=distiller.iteration)
+    last_val: dict[str, float] = {}
+
+    def on_step(stats: Any) -> None:
+        shown = {"loss": stats.loss, "lr": stats.lr_mean}
+        if stats.policy_width is not None:
+            shown["width"] = stats.policy_width
+        progress.update(stats.iteration, **shown, **last_val)
+        if checkpoint_every and stats.iteration % checkpoint_every == 0:
+            checkpoint()
+
+    def on_eval(iteration: int, acc: float) -> None:
+        last_val["val"] = acc
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        fit(distiller, config.outer.iterations, eval_every=eval_every, eval_nets=eval_nets, on_step=on_step,
+            on_eval=on_eval)
+    except KeyboardInterrupt:
+        checkpoint()
+        raise
+    except TrainingDivergedError as e:
+        raise TrainingDivergedError(f"{e}; the last good state is in {out / CHECKPOINT_FILE} "
+                                    f"(iteration {distiller.iteration})") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    checkpoint()
+    distiller.restore_best()
+    distilled = _distilled(distiller)
+    save_distilled(distilled, out / SYNTHETIC_FILE)
+    if distiller.policy is not None:
+        _save_policy(distiller, out / POLICY_FILE)
+    metrics: dict[str, Any] = {"dataset": config.data.name, "ipc": config.synthetic.ipc,
+                               "selected_iteration": distiller.best["iteration"],
+                               "selected_val_acc": distiller.best["val_acc"], "history": distiller.history}
+    if final_nets:
+        result = replay_result(distilled, config, dataset, final_nets, device, distiller.inner_augment())
+        metrics["test_replay"] = {"mean": result.mean, "std": result.std, "accs": list(result.accs)}
+        log(f"replay accuracy on the test split ({final_nets} fresh nets): {result}")
+    save_json(metrics, out / METRICS_FILE)
+    save_image_grid(distilled.images, distilled.labels, dataset.info.class_names, out / "synthetic.png")
+    save_curves(_loss_series(distiller.history), out / "loss.png", title=f"{config.data.name}, ipc {config.synthetic.ipc}")
+    return metrics
+
+
+def _save_policy(distiller: Distiller, path: Path) -> None:
+    import datetime
+    cfg = distiller.config
+    provenance = {"dataset": cfg.data.name, "method": f"augdistill joint distill+augment (policy {cfg.policy.mode})",
+                  "seed": cfg.outer.seed, "iterations": distiller.iteration, "ipc": cfg.synthetic.ipc,
+                  "date": datetime.date.today().isoformat()}
+    distiller.policy.save(path, provenance=provenance)
+
+
+def _model_for(config: DistillConfig, dataset: Dataset, device: str) -> nn.Module:
+    info = dataset.info
+    return build_model(config.model.name, info.image_shape, info.num_classes, mean=info.mean, std=info.std,
+                       **config.model.kwargs()).to(device)
+
+
+def replay_result(s: DistilledSet, config: DistillConfig, dataset: Dataset, nets: int, device: str,
+                  augment: Callable[[Tensor, int], Tensor] | None = None) -> EvalResult:
+    model = _model_for(config, dataset, device)
+    accs = replay_accuracies(model, s.images.to(device), s.targets.to(device), s.lrs.to(device), s.schedule,
+                             dataset.test.to(device), list(range(nets)), momentum=s.momentum, augment=augment)
+    return summarize("replay", accs)
+
+
+def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5, device: str = "cpu",
+                 epochs: int | None = None, with_policy: bool = False) -> EvalResult:
+    """Evaluate a run directory under ``protocol`` (one of :data:`PROTOCOLS`) with ``nets`` fresh networks."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol '{protocol}'; expected one of {', '.join(PROTOCOLS)}")
+    if nets < 1:
+        raise ConfigError(f"--nets must be >= 1, got {nets}")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {run_dir} does not exist")
+    config = load_config(run_dir)
+    s = load_distilled(run_dir / SYNTHETIC_FILE)
+    dataset = load_run_dataset(config).to(device)
+    policy = _load_run_policy(run_dir) if with_policy else None
+    seeds = list(range(nets))
+    if protocol == "replay":
+        augment = None
+        if policy is not None:
+            policy = policy.to(device).train()
+            g = torch.Generator().manual_seed(0)
+            augment = lambda x, t: policy(x, params=policy.sample(x.shape[0], generator=g, device=x.device))  # noqa: E731
+        return replay_result(s, config, dataset, nets, device, augment)
+    standard = StandardProtocol() if epochs is None else StandardProtocol(epochs=epochs)
+    augment_std = None
+    if policy is not None:
+        policy = policy.to(device).train().requires_grad_(False)
+        g = torch.Generator().manual_seed(0)
+        augment_std = lambda x: policy(x, params=policy.sample(x.shape[0], generator=g, device=x.device))  # noqa: E731
+    if protocol == "standard":
+        x, targets = s.images.to(device), s.targets.to(device)
+    elif protocol == "random-subset":
+        x, targets = take_per_class(dataset.train.x, dataset.train.y, dataset.info.num_classes, s.ipc, seed=0)
+    else:
+        x, targets = dataset.train.x, dataset.train.y
+    accs = standard_accuracies(x, targets, dataset.info, dataset.test, seeds, standard, augment_std)
+    return summarize(protocol, accs)
+
+
+def _load_run_policy(run_dir: Path) -> nn.Module:
+    from augdistill.augment import load_policy
+    path = run_dir / POLICY_FILE
+    if not path.is_file():
+        raise CheckpointError(f"--with-policy: {path} does not exist (distill with --policy learn or fixed)")
+    return load_policy(path)
