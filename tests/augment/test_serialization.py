@@ -1,0 +1,152 @@
+"""Policy JSON: exact round trips, shipped files, and one clear error per malformed file."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from augdistill.augment import build_policy, dsa_policy, load_policy, policy_from_dict
+from augdistill.errors import PolicyFormatError
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+
+
+def _valid() -> dict:
+    policy = build_policy([{"name": "rotate", "probability": 0.25, "magnitude": 120.0},
+                           {"name": "cutout", "probability": 0.5, "magnitude": (0.1, 0.3)},
+                           {"name": "hflip", "probability": 0.5}], image_size=(8, 8))
+    return policy.to_dict(provenance={"dataset": "digits-rot", "method": "augerino", "seed": 0,
+                                      "metrics": {"test_accuracy": 0.9}})
+
+
+@pytest.mark.parametrize("composition, ops, weights", [
+    ("sequential", ["rotate", "translate-x", "brightness", "cutout", "hflip"], None),
+    ("choose-one", ["shear-x", "shear-y", "hue", "saturation"], [0.1, 0.2, 0.3, 0.4]),
+    ("sub-policies", [["rotate", "scale"], ["contrast"], ["sharpness", "translate-y", "rotate"]], [1.0, 2.5, 0.5]),
+])
+def test_round_trip_every_composition(composition, ops, weights, tmp_path):
+    policy = build_policy(ops, composition, weights=weights, probability=0.7, image_size=(28, 28),
+                          temperature=0.3, hard=False)
+    with torch.no_grad():  # non-round numbers everywhere
+        for i, p in enumerate(policy.parameters()):
+            p.mul_(1 - 0.01 * (i + 1) / 3)
+    path = tmp_path / "p.json"
+    policy.save(path, provenance={"dataset": "cifar10", "seed": 42, "metrics": {"acc": 1 / 3}})
+    loaded = load_policy(path)
+    assert loaded.to_dict() == json.loads(path.read_text())
+    assert loaded.to_json() == path.read_text().rstrip("\n")
+    for (name, a), (_, b) in zip(policy.named_parameters(), loaded.named_parameters()):
+        assert torch.equal(a, b), name
+    x = torch.rand(5, 3, 28, 28)
+    params = policy.sample(5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(policy.train()(x, params=params), loaded.train()(x, params=params))
+
+
+def test_rotate_range_is_in_degrees_in_the_file():
+    data = _valid()
+    assert data["ops"][0]["magnitude"] == {"low": -120.0, "high": 120.0, "unit": "degrees"}
+
+
+def test_shipped_policies_load_and_match_python():
+    dsa = load_policy(POLICIES / "dsa.json")
+    assert {k: v for k, v in dsa.to_dict().items() if k != "provenance"} == \
+        {k: v for k, v in dsa_policy().to_dict().items() if k != "provenance"}
+    identity = load_policy(POLICIES / "identity.json").train()
+    x = torch.rand(2, 1, 8, 8)
+    assert identity(x) is x
+
+
+def _set(path: tuple, value):
+    def mutate(d: dict) -> dict:
+        target = d
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        return d
+    return mutate
+
+
+def _drop(path: tuple):
+    def mutate(d: dict) -> dict:
+        target = d
+        for key in path[:-1]:
+            target = target[key]
+        del target[path[-1]]
+        return d
+    return mutate
+
+
+BAD = [  # (id, mutation of the valid dict, field named in the message)
+    ("unknown-op", _set(("ops", 0, "name"), "spin"), "ops[0].name"),
+    ("op-name-type", _set(("ops", 0, "name"), 3), "ops[0].name"),
+    ("prob-above-1", _set(("ops", 1, "probability"), 1.5), "ops[1].probability"),
+    ("prob-negative", _set(("ops", 1, "probability"), -0.1), "ops[1].probability"),
+    ("prob-string", _set(("ops", 0, "probability"), "0.5"), "ops[0].probability"),
+    ("prob-bool", _set(("ops", 0, "probability"), True), "ops[0].probability"),
+    ("negative-magnitude", _set(("ops", 1, "magnitude"), {"low": 0.3, "high": 0.1, "unit": "fraction of side"}),
+     "ops[1].magnitude"),
+    ("magnitude-out-of-bounds", _set(("ops", 0, "magnitude"), {"low": -270.0, "high": 270.0, "unit": "degrees"}),
+     "ops[0].magnitude"),
+    ("wrong-unit", _set(("ops", 0, "magnitude", "unit"), "radians"), "ops[0].magnitude.unit"),
+    ("not-symmetric", _set(("ops", 0, "magnitude", "low"), -100.0), "ops[0].magnitude"),
+    ("symmetric-not-allowed", _set(("ops", 1, "symmetric"), True), "ops[1].symmetric"),
+    ("flip-with-magnitude", _set(("ops", 2, "magnitude"), {"low": 0.0, "high": 1.0, "unit": "degrees"}),
+     "ops[2].magnitude"),
+    ("missing-magnitude", _set(("ops", 0, "magnitude"), None), "ops[0].magnitude"),
+    ("missing-op-field", _drop(("ops", 0, "symmetric")), "ops[0]"),
+    ("extra-op-field", _set(("ops", 0, "strength"), 3), "ops[0]"),
+    ("low-not-number", _set(("ops", 0, "magnitude", "low"), [1]), "ops[0].magnitude.low"),
+    ("wrong-version", _set(("version",), 2), "version"),
+    ("version-string", _set(("version",), "1"), "version"),
+    ("wrong-schema", _set(("schema",), "timm.autoaugment"), "schema"),
+    ("unknown-composition", _set(("composition",), "shuffle"), "composition"),
+    ("weights-on-sequential", _set(("weights",), [1.0, 1.0, 1.0]), "weights"),
+    ("ops-not-list", _set(("ops",), {"name": "rotate"}), "ops"),
+    ("missing-top-field", _drop(("gates",)), "<root>"),
+    ("unknown-top-field", _set(("comment",), "hi"), "<root>"),
+    ("bad-temperature", _set(("gates", "temperature"), 0.0), "gates.temperature"),
+    ("hard-not-bool", _set(("gates", "hard"), "yes"), "gates.hard"),
+    ("value-range", _set(("image", "value_range"), [0, 255]), "image.value_range"),
+    ("image-size", _set(("image", "size"), [8]), "image.size"),
+    ("seed-type", _set(("provenance", "seed"), 1.5), "provenance.seed"),
+    ("metrics-type", _set(("provenance", "metrics"), [0.9]), "provenance.metrics"),
+    ("missing-provenance-field", _drop(("provenance", "date")), "provenance"),
+    ("sub-policies-on-sequential", _set(("sub_policies",), [[0, 1, 2]]), "sub_policies"),
+]
+
+
+@pytest.mark.parametrize("mutate, field", [(m, f) for _, m, f in BAD], ids=[b[0] for b in BAD])
+def test_malformed_file_gives_one_clear_error(mutate, field, tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(mutate(copy.deepcopy(_valid()))))
+    with pytest.raises(PolicyFormatError) as info:
+        load_policy(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: field '{field}")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('{"schema": "augdistill.policy", ', "malformed JSON at line 1"),
+    ("", "malformed JSON"),
+    ('{"version": NaN}', "NaN is not valid JSON"),
+    ('{"version": 1, "version": 1}', "duplicate key"),
+    ("[1, 2]", "expected an object"),
+])
+def test_malformed_json_text(text, needle, tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(PolicyFormatError, match=needle) as info:
+        load_policy(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_file_and_dict_source(tmp_path):
+    with pytest.raises(PolicyFormatError, match="cannot read"):
+        load_policy(tmp_path / "nope.json")
+    with pytest.raises(PolicyFormatError, match="^<dict>: field 'ops\\[0\\].name'"):
+        policy_from_dict(_set(("ops", 0, "name"), "spin")(_valid()))
