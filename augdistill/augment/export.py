@@ -41,7 +41,7 @@ def _op_args(policy: Policy, library: str) -> list[tuple[Any, float, float, floa
 
 
 def _choice_weights(policy: Policy) -> list[float]:
-    return [float(w) for w in policy.selection_probabilities()]  # type: ignore[union-attr]
+    return [float(w) for w in policy.selection_probabilities().detach()]  # type: ignore[union-attr]
 
 
 def to_torchvision(policy: Policy) -> Any:

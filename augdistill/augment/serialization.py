@@ -125,7 +125,9 @@ def _check_op(c: _Checker, raw: Any, field: str) -> dict[str, Any]:
     probability = c.number(entry["probability"], f"{field}.probability")
     symmetric = c.typed(entry["symmetric"], f"{field}.symmetric", bool, "true or false")
     low = high = None
-    if entry["magnitude"] is not None or spec.has_magnitude:
+    if not spec.has_magnitude and entry["magnitude"] is not None:
+        raise c.fail(f"{field}.magnitude", f"op {name!r} has no magnitude; expected null, got {_show(entry['magnitude'])}")
+    if spec.has_magnitude:
         if entry["magnitude"] is None:
             raise c.fail(f"{field}.magnitude", f"op {name!r} needs {{low, high, unit}}, got null")
         mag = c.obj(entry["magnitude"], f"{field}.magnitude", _MAG_KEYS)

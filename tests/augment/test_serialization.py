@@ -95,7 +95,7 @@ BAD = [  # (id, mutation of the valid dict, field named in the message)
     ("not-symmetric", _set(("ops", 0, "magnitude", "low"), -100.0), "ops[0].magnitude"),
     ("symmetric-not-allowed", _set(("ops", 1, "symmetric"), True), "ops[1].symmetric"),
     ("flip-with-magnitude", _set(("ops", 2, "magnitude"), {"low": 0.0, "high": 1.0, "unit": "degrees"}),
-     "ops[2].magnitude"),
+     "ops[2].magnitude'"),
     ("missing-magnitude", _set(("ops", 0, "magnitude"), None), "ops[0].magnitude"),
     ("missing-op-field", _drop(("ops", 0, "symmetric")), "ops[0]"),
     ("extra-op-field", _set(("ops", 0, "strength"), 3), "ops[0]"),
