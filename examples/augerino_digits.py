@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reg", type=float, default=AugerinoConfig.reg)
     parser.add_argument("--policy-lr", type=float, default=AugerinoConfig.policy_lr)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (8x8 convs: 1 is fastest)")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     config = AugerinoConfig(steps=args.steps, reg=args.reg, policy_lr=args.policy_lr, seed=args.seed)
     names = ["digits-rot", "digits"] if args.dataset == "both" else [args.dataset]
     results = [run(name, config) for name in names]

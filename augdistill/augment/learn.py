@@ -189,7 +189,7 @@ class InstanceRanges(nn.Module):
             centre.append(spec.identity)
             half.append(0.0 if spec.bounds is None else spec.bounds[1] - spec.identity)
         self.register_buffer("centre", torch.tensor(centre))
-        self.register_buffer("half", torch.tensor(half))
+        self.register_buffer("half_width", torch.tensor(half))
         self.net = nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(),
                                  nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(hidden, len(centre)))
@@ -202,7 +202,7 @@ class InstanceRanges(nn.Module):
 
     def to_ranges(self, fractions: Tensor) -> Tensor:
         """``(B, N)`` fractions -> ``(B, N, 2)`` ranges ``identity ± f * half_max``."""
-        spread = fractions * self.half
+        spread = fractions * self.half_width
         return torch.stack([self.centre - spread, self.centre + spread], dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,0 +1,78 @@
+"""Augerino and the input-conditioned variant on 8x8 digits (kept to a few seconds each)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from augdistill.augment import (AugerinoConfig, InstaAugConfig, InstanceRanges, build_policy,
+                                policy_param_groups, train_augerino, train_instaaug, tta_predict)
+from augdistill.data import load_dataset
+from augdistill.models import build_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny 8x8 convs run fastest on one thread, and stay fast when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _setup(dataset: str, seed: int = 0):
+    torch.manual_seed(seed)
+    ds = load_dataset(dataset)
+    model = build_model("convnet", ds.info.image_shape, ds.info.num_classes, width=32, depth=2,
+                        mean=ds.info.mean, std=ds.info.std)
+    policy = build_policy([{"name": "rotate", "probability": 1.0, "magnitude": 10.0}], image_size=(8, 8))
+    policy.ops[0].probability.requires_grad_(False)
+    return ds, model, policy
+
+
+def _augerino_range(dataset: str) -> float:
+    ds, model, policy = _setup(dataset)
+    result = train_augerino(model, policy, ds.train, AugerinoConfig(steps=400, seed=0))
+    low, high = result.history[-1][1]["rotate"]
+    assert low == -high
+    return high
+
+
+def test_augerino_learns_wide_rotation_on_rotated_digits():
+    assert _augerino_range("digits-rot") > 90.0
+
+
+def test_augerino_keeps_rotation_small_on_upright_digits():
+    assert _augerino_range("digits") < 45.0
+
+
+def test_policy_param_groups_scale_by_range_and_skip_frozen():
+    _, _, policy = _setup("digits")
+    groups = policy_param_groups(policy, 0.01)
+    assert len(groups) == 1 and groups[0]["params"] == [policy.ops[0].high] and abs(groups[0]["lr"] - 3.6) < 1e-12
+
+
+def test_tta_averages_copies_and_identity_reduces_to_plain_prediction():
+    ds, model, policy = _setup("digits")
+    x = ds.val.x[:32]
+    model.eval()
+    plain = torch.softmax(model(x), 1)
+    frozen = build_policy([{"name": "rotate", "probability": 0.0}])
+    torch.testing.assert_close(tta_predict(model, frozen, x, copies=3), plain)
+    probs = tta_predict(model, policy, x, copies=4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(probs.sum(1), torch.ones(32))
+    assert not torch.allclose(probs, plain)
+
+
+def test_instance_ranges_train_within_width_band():
+    ds, model, policy = _setup("digits-rot")
+    ranges = InstanceRanges(policy, channels=1, init_fraction=0.05)
+    r = ranges(ds.train.x[:5])
+    assert r.shape == (5, 1, 2) and torch.allclose(r[..., 0], -r[..., 1])
+    before = [p.detach().clone() for p in ranges.parameters()]
+    config = InstaAugConfig(steps=150, min_width=0.3, max_width=0.6, reg=1.0, log_every=50)
+    result = train_instaaug(model, policy, ranges, ds.train, config)
+    assert all(not torch.equal(a, b) for a, b in zip(before, ranges.parameters()))
+    width = float(ranges.fractions(ds.val.x).mean().detach())
+    assert 0.25 < width < 0.65, width
+    assert result.history[-1][1]["rotate"][1] > 0.25 * 180
