@@ -254,8 +254,8 @@ class AugmentOp(nn.Module):
 
     Example:
         >>> op = AugmentOp("rotate", probability=0.5, magnitude=15.0)
-        >>> op.range()
-        (tensor(-15., dtype=torch.float64, grad_fn=...), tensor(15., dtype=torch.float64, grad_fn=...))
+        >>> [float(v) for v in op.range()]
+        [-15.0, 15.0]
     """
 
     def __init__(self, name: str, probability: float = 0.5, magnitude: float | Range | None = None,
