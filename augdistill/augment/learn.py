@@ -117,9 +117,16 @@ def train_augerino(model: nn.Module, policy: Policy, train: Split, config: Auger
         :class:`AugerinoResult` with the range history; ``policy`` and ``model`` are trained in place.
 
     Example:
+        >>> from augdistill.augment import build_policy
+        >>> from augdistill.data import load_dataset
+        >>> from augdistill.models import build_model
+        >>> ds = load_dataset("digits-rot")
+        >>> model = build_model("convnet", (1, 8, 8), 10, width=16, depth=2)
         >>> policy = build_policy([{"name": "rotate", "probability": 1.0, "magnitude": 10.0}])
-        >>> policy.ops[0].probability.requires_grad_(False)  # doctest: +SKIP
-        >>> result = train_augerino(model, policy, ds.train, AugerinoConfig(steps=800))  # doctest: +SKIP
+        >>> _ = policy.ops[0].probability.requires_grad_(False)  # learn the range only
+        >>> result = train_augerino(model, policy, ds.train, AugerinoConfig(steps=20, log_every=10))
+        >>> [step for step, _ in result.history]
+        [10, 20]
     """
     g = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.Adam([{"params": list(model.parameters()), "lr": config.lr}]

@@ -254,7 +254,7 @@ class AugmentOp(nn.Module):
 
     Example:
         >>> op = AugmentOp("rotate", probability=0.5, magnitude=15.0)
-        >>> [float(v) for v in op.range()]
+        >>> torch.stack(op.range()).tolist()
         [-15.0, 15.0]
     """
 
