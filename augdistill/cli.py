@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -39,7 +40,8 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-per-class", type=int, default=d.inner.batch_per_class,
                    help="synthetic images per class in each inner step (0: all)")
     p.add_argument("--momentum", type=float, default=d.inner.momentum)
-    p.add_argument("--iterations", type=int, default=d.outer.iterations)
+    p.add_argument("--iterations", type=int, default=None,
+                   help=f"outer steps (default {d.outer.iterations}; with --resume: the saved budget)")
     p.add_argument("--init", default=d.outer.init, choices=("random", "fixed"), help="θ₀ mode")
     p.add_argument("--num-inits", type=int, default=d.outer.num_inits, help="θ₀ draws per outer step")
     p.add_argument("--real-per-class", type=int, default=d.outer.real_per_class)
@@ -69,7 +71,8 @@ def _config_from_args(a: argparse.Namespace) -> DistillConfig:
                                   lr_cap=a.lr_cap),
         inner=InnerConfig(steps=a.inner_steps, epochs=a.inner_epochs, batch_per_class=a.batch_per_class,
                           momentum=a.momentum),
-        outer=OuterConfig(iterations=a.iterations, init=a.init, num_inits=a.num_inits,
+        outer=OuterConfig(iterations=_DEFAULTS.outer.iterations if a.iterations is None else a.iterations,
+                          init=a.init, num_inits=a.num_inits,
                           real_per_class=a.real_per_class, lr_images=a.lr_images, lr_lrs=a.lr_lrs,
                           lr_labels=a.lr_labels, grad_clip=a.grad_clip, seed=a.seed),
         policy=PolicyConfig(mode=a.policy, ops=tuple(o for o in a.ops.split(",") if o), init_file=a.policy_init,
@@ -79,9 +82,14 @@ def _config_from_args(a: argparse.Namespace) -> DistillConfig:
 
 
 def _run_distill(a: argparse.Namespace) -> int:
+    from augdistill.run import load_config
     from augdistill.runner import distill_run
     config = _config_from_args(a)
     out = Path(a.out) if a.out else Path("runs") / f"{config.data.name}-ipc{config.synthetic.ipc}"
+    if a.resume:  # continue with the saved configuration; only the iteration budget may change
+        saved = load_config(out)
+        iterations = a.iterations if a.iterations is not None else saved.outer.iterations
+        config = replace(saved, outer=replace(saved.outer, iterations=iterations))
     metrics = distill_run(config, out, resume=a.resume, device=a.device, checkpoint_every=a.checkpoint_every,
                           eval_every=a.eval_every, final_nets=a.final_nets)
     summary = {"out": str(out), "dataset": metrics["dataset"], "ipc": metrics["ipc"],

@@ -83,10 +83,7 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
     """
     out = Path(out)
     if resume:
-        saved = load_config(out)
-        if saved.to_dict() != config.to_dict():
-            config = saved
-            log(f"resuming with the configuration saved in {out / CONFIG_FILE}")
+        _check_same_run(load_config(out), config, out)
     elif (out / CHECKPOINT_FILE).exists():
         raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     dataset = load_run_dataset(config)
@@ -148,6 +145,15 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
     save_image_grid(distilled.images, distilled.labels, dataset.info.class_names, out / "synthetic.png")
     save_curves(_loss_series(distiller.history), out / "loss.png", title=f"{config.data.name}, ipc {config.synthetic.ipc}")
     return metrics
+
+
+def _check_same_run(saved: DistillConfig, config: DistillConfig, out: Path) -> None:
+    """A resumed run may change its iteration budget, nothing else."""
+    a, b = saved.to_dict(), config.to_dict()
+    a["outer"].pop("iterations"), b["outer"].pop("iterations")
+    differing = [f"{section}.{k}" for section in a for k in a[section] if a[section][k] != b[section].get(k)]
+    if differing:
+        raise CheckpointError(f"--resume: the configuration differs from {out / CONFIG_FILE} in {differing}")
 
 
 def _save_policy(distiller: Distiller, path: Path) -> None:
