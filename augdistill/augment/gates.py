@@ -79,5 +79,5 @@ def gumbel_choice(weights: Tensor, noise: Tensor, tau: float, hard: bool) -> Ten
     soft = torch.softmax(scores / tau, dim=1)
     if not hard:
         return soft
-    one_hot = torch.nn.functional.one_hot(scores.argmax(dim=1), weights.shape[0]).to(soft.dtype)
+    one_hot = torch.zeros_like(soft).scatter_(1, scores.argmax(dim=1, keepdim=True), 1.0)  # no host sync
     return straight_through(one_hot, soft)

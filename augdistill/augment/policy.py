@@ -129,6 +129,11 @@ class Policy(nn.Module):
         self.augment_in_eval = bool(augment_in_eval)
         self.provenance = dict(provenance) if provenance is not None else None
 
+    def extra_repr(self) -> str:
+        groups = f", sub_policies={[list(g) for g in self.groups]}" if self.composition == "sub-policies" else ""
+        return (f"composition={self.composition!r}{groups}, temperature={self.temperature}, hard={self.hard}, "
+                f"image_size={self.image_size}")
+
     @staticmethod
     def _groups(composition: str, n: int, sub_policies: Sequence[Sequence[int]] | None) -> tuple[tuple[int, ...], ...]:
         if composition == "sub-policies":

@@ -201,3 +201,16 @@ def test_cuda_matches_cpu():
     cpu = policy(x, params=params)
     gpu = policy.cuda()(x.cuda(), params=params.to("cuda"))
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_forward_backward_has_no_host_sync():
+    policy = dsa_policy().cuda().train()
+    x = _smooth().cuda().requires_grad_(True)
+    params = policy.sample(x.shape[0], generator=torch.Generator().manual_seed(0), device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        (policy(x, params=params).sum() - policy.width()).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
