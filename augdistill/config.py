@@ -84,11 +84,11 @@ class OuterConfig:
     """The outer loop: θ₀ ``init`` mode (``random``: ``num_inits`` fresh draws a step; ``fixed``: one θ₀),
     real batch size per class, Adam learning rates of each group, gradient clipping, seed."""
 
-    iterations: int = 300
+    iterations: int = 1000
     init: str = "random"
     num_inits: int = 2
     real_per_class: int = 64
-    lr_images: float = 0.01
+    lr_images: float = 0.002
     lr_lrs: float = 0.01
     lr_labels: float = 0.01
     grad_clip: float = 10.0
