@@ -5,9 +5,10 @@
   bonus grows the rest, so the policy converges to the invariances present in the data. At test
   time predictions are averaged over ``J`` augmented copies (:func:`tta_predict`).
 * **InstaAug-style** (Miao et al. 2022, arXiv 2206.00051): a small network :class:`InstanceRanges`
-  maps each image to its own magnitude ranges; trained on the task loss plus a penalty keeping the
-  batch's mean normalised width inside ``[min_width, max_width]`` (a bonus below the band, a cost
-  above it — InstaAug's entropy bounds, with width standing in for entropy).
+  maps each image to its own magnitude ranges; trained on the task loss minus a width bonus, with a
+  stiffer penalty keeping the batch's mean normalised width inside ``[min_width, max_width]``
+  (InstaAug's entropy bonus and entropy bounds, with width standing in for entropy: for a uniform
+  range the entropy is ``log(high - low)``).
 
 Learning rates for magnitudes are given in *fractions of the op's allowed range per step*
 (:func:`policy_param_groups`), so one number suits degrees and pixel fractions alike.
@@ -222,17 +223,20 @@ class InstaAugConfig:
     """Settings of :func:`train_instaaug` (see :class:`AugerinoConfig` for the shared fields).
 
     Attributes:
-        min_width, max_width: band for the batch mean of ``f`` (normalised width) outside which
-            the penalty ``reg * (relu(min_width - w) + relu(w - max_width))`` acts.
+        reg: weight of the width bonus ``- reg * w`` (``w``: batch mean of the fractions ``f``).
+        min_width, max_width: band for ``w``; outside it the penalty
+            ``bound_reg * (relu(min_width - w) + relu(w - max_width))`` acts.
+        bound_reg: weight of that penalty (larger than ``reg`` so the band holds).
     """
 
     steps: int = 1000
     batch_size: int = 128
     lr: float = 3e-3
     ranges_lr: float = 3e-3
-    reg: float = 1.0
-    min_width: float = 0.2
-    max_width: float = 0.8
+    reg: float = 0.25
+    min_width: float = 0.05
+    max_width: float = 0.9
+    bound_reg: float = 10.0
     seed: int = 0
     log_every: int = 100
 
@@ -241,14 +245,17 @@ class InstaAugConfig:
             raise ConfigError(f"need 0 <= min_width <= max_width <= 1: {self}")
         if self.steps < 1 or self.batch_size < 1 or self.log_every < 1 or not self.lr > 0 or not self.ranges_lr > 0:
             raise ConfigError(f"steps, batch_size, log_every, lr, ranges_lr must be positive: {self}")
+        if self.reg < 0 or self.bound_reg < 0:
+            raise ConfigError(f"reg and bound_reg must be >= 0: {self}")
 
 
 def train_instaaug(model: nn.Module, policy: Policy, ranges: InstanceRanges, train: Split,
                    config: InstaAugConfig = InstaAugConfig()) -> AugerinoResult:
     """Train ``model`` and the input-conditioned ``ranges`` net jointly (policy probabilities too).
 
-    Loss: ``CE(model(policy(x, ranges=ranges(x))), y) + reg * (relu(min_width - w) + relu(w - max_width))``
-    with ``w`` the batch-mean normalised width. History snapshots hold each op's *mean* range over
+    Loss: ``CE(model(policy(x, ranges=ranges(x))), y) - reg * w
+    + bound_reg * (relu(min_width - w) + relu(w - max_width))`` with ``w`` the batch-mean normalised
+    width (fraction of each op's largest half-width). History snapshots hold each op's *mean* range over
     the last batch.
     """
     g = torch.Generator().manual_seed(config.seed)
@@ -267,7 +274,8 @@ def train_instaaug(model: nn.Module, policy: Policy, ranges: InstanceRanges, tra
         params = policy.sample(x.shape[0], generator=g, device=x.device)
         task = F.cross_entropy(model(policy(x, params=params, ranges=r)), y)
         w = f.mean()
-        loss = task + config.reg * (F.relu(config.min_width - w) + F.relu(w - config.max_width))
+        band = F.relu(config.min_width - w) + F.relu(w - config.max_width)
+        loss = task - config.reg * w + config.bound_reg * band
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
