@@ -64,7 +64,8 @@ def test_tta_averages_copies_and_identity_reduces_to_plain_prediction():
     assert not torch.allclose(probs, plain)
 
 
-def _instaaug_fraction(dataset: str) -> tuple[float, float]:
+def _instaaug_fraction(dataset: str) -> float:
+    """Train the input-conditioned ranges briefly; return the mean fraction of 180° on val images."""
     ds, model, policy = _setup(dataset)
     ranges = InstanceRanges(policy, channels=1, init_fraction=0.05)
     r = ranges(ds.train.x[:5])
@@ -75,15 +76,12 @@ def _instaaug_fraction(dataset: str) -> tuple[float, float]:
     with torch.no_grad():
         f = ranges.fractions(ds.val.x)[:, 0]
     assert abs(result.history[-1][1]["rotate"][1] / 180.0 - float(f.mean())) < 0.1  # history is in degrees
-    return float(f.mean()), float(f.max())  # fractions of 180°
+    return float(f.mean())
 
 
 def test_instance_ranges_wide_on_rotated_digits_within_band():
-    mean, largest = _instaaug_fraction("digits-rot")
-    assert 0.5 < mean < 0.75  # the band (on the batch mean) holds at its upper edge, 0.7
-    assert largest < 1.0
+    assert 0.5 < _instaaug_fraction("digits-rot") < 0.75  # the band on the batch mean holds near its edge, 0.7
 
 
 def test_instance_ranges_narrow_on_upright_digits():
-    mean, _ = _instaaug_fraction("digits")
-    assert mean < 0.25
+    assert _instaaug_fraction("digits") < 0.25
