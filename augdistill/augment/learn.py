@@ -154,17 +154,19 @@ def train_augerino(model: nn.Module, policy: Policy, train: Split, config: Auger
 
 @torch.no_grad()
 def tta_predict(model: nn.Module, policy: Policy, x: Tensor, copies: int = 8,
-                generator: torch.Generator | None = None) -> Tensor:
+                generator: torch.Generator | None = None, ranges: "InstanceRanges | None" = None) -> Tensor:
     """Class probabilities ``(B, classes)`` averaged over ``copies`` augmented versions of ``x``.
 
     The model runs in eval mode; the policy is applied even though it is not in training mode.
-    ``copies=1`` with an identity policy is plain prediction.
+    ``copies=1`` with an identity policy is plain prediction. With ``ranges`` (input-conditioned
+    policies) each image is augmented within its own predicted ranges.
     """
     if copies < 1:
         raise ConfigError(f"copies must be >= 1, got {copies}")
     was_training = model.training
     model.eval()
-    probs = torch.stack([torch.softmax(model(policy(x, generator=generator, augment=True)), dim=1)
+    per_image = None if ranges is None else ranges(x)
+    probs = torch.stack([torch.softmax(model(policy(x, generator=generator, augment=True, ranges=per_image)), dim=1)
                          for _ in range(copies)]).mean(0)
     model.train(was_training)
     return probs
