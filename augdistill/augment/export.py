@@ -53,6 +53,12 @@ def to_torchvision(policy: Policy) -> Any:
     Raises:
         ConfigError: an op has no exact torchvision equivalent (``brightness`` is additive here but
             multiplicative in torchvision; ``sharpness`` ranges; ``cutout``), or an asymmetric translation.
+
+    Example:
+        >>> from augdistill.augment import build_policy
+        >>> pipeline = to_torchvision(build_policy([{"name": "rotate", "magnitude": 15.0, "probability": 0.5}]))
+        >>> pipeline.transforms[0].p, pipeline.transforms[0].transforms[0].degrees
+        (0.5, [-15.0, 15.0])
     """
     from torchvision.transforms import v2
 
@@ -68,6 +74,12 @@ def to_kornia(policy: Policy) -> Any:
 
     Raises:
         ConfigError: an op has no exact kornia equivalent (``cutout``) or an asymmetric translation.
+
+    Example:
+        >>> from augdistill.augment import build_policy
+        >>> aug = to_kornia(build_policy(["rotate", "brightness"]))
+        >>> aug(torch.rand(4, 1, 8, 8)).shape
+        torch.Size([4, 1, 8, 8])
     """
     import kornia.augmentation as K
 

@@ -53,6 +53,11 @@ def bernoulli_gate(p: Tensor, noise: Tensor, tau: float, hard: bool) -> Tensor:
 
     Returns:
         ``(B,)`` tensor: hard 0/1 values with relaxed gradients (``hard=True``) or the relaxed gate.
+
+    Example:
+        >>> p = torch.tensor(0.3, requires_grad=True)
+        >>> bernoulli_gate(p, torch.tensor([0.1, 0.5]), tau=0.5, hard=True)
+        tensor([1., 0.], grad_fn=<_StraightThroughBackward>)
     """
     p_soft = clamp_st(p, NOISE_EPS, 1.0 - NOISE_EPS)
     logit_p = torch.log(p_soft) - torch.log1p(-p_soft)

@@ -33,6 +33,14 @@ def dsa_policy(image_size: tuple[int, int] | None = None, flip: bool = True) -> 
     Args:
         image_size: ``(H, W)`` metadata.
         flip: include the flip family (DSA drops it for digit datasets, where mirroring changes labels).
+
+    Example:
+        >>> import torch
+        >>> policy = dsa_policy((32, 32)).train()
+        >>> len(policy.groups), policy.magnitudes()["rotate"].tolist()
+        (6, [-15.0, 15.0])
+        >>> policy(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 3, 32, 32])
     """
     families = [
         [{"name": "brightness", "probability": 1.0, "magnitude": 0.5},
@@ -51,5 +59,12 @@ def dsa_policy(image_size: tuple[int, int] | None = None, flip: bool = True) -> 
 
 
 def identity_policy(image_size: tuple[int, int] | None = None) -> Policy:
-    """The policy with no ops: ``policy(x)`` returns ``x``."""
+    """The policy with no ops: ``policy(x)`` returns ``x``.
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(2, 1, 8, 8)
+        >>> identity_policy().train()(x) is x
+        True
+    """
     return Policy([], "sequential", image_size=image_size)

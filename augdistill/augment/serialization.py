@@ -151,6 +151,17 @@ def policy_from_dict(data: Any, source: str = "<dict>") -> Policy:
 
     Raises:
         PolicyFormatError: naming ``source``, the field and the offending value.
+
+    Example:
+        >>> from augdistill.augment import build_policy
+        >>> data = build_policy(["rotate"]).to_dict(provenance={"dataset": "digits"})
+        >>> policy_from_dict(data).to_dict() == data
+        True
+        >>> data["ops"][0]["probability"] = 2.0
+        >>> policy_from_dict(data)
+        Traceback (most recent call last):
+        ...
+        augdistill.errors.PolicyFormatError: <dict>: field 'ops[0].probability': 2.0 is outside [0, 1]
     """
     c = _Checker(source)
     top = c.obj(data, "<root>", _TOP_KEYS)
