@@ -105,6 +105,22 @@ def test_gradients_match_finite_differences(name):
         assert g.abs().sum() > 0, f"{name}: zero gradient w.r.t. {n}"
 
 
+def test_hard_gates_at_p1_match_finite_differences(name):
+    """With hard gates at p=1 the output is smooth in the input and the magnitude: check those exactly."""
+    policy = _policy(name, 1.0, hard=True).double().train()
+    x = _images(torch.float64).requires_grad_(True)
+    params = _params(policy)
+    names = [n for n, _ in policy.named_parameters() if n != "ops.0.probability"]
+    weights = torch.randn(B, C, H, W, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+
+    def loss(x, *values):
+        out = functional_call(policy, dict(zip(names, values)), (x,), {"params": params}, strict=False)
+        return (out * weights).sum()
+
+    values = [dict(policy.named_parameters())[n].detach().clone().requires_grad_(True) for n in names]
+    assert torch.autograd.gradcheck(loss, (x, *values), eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=True)
+
+
 def test_hard_gate_gradient_reaches_probability(name):
     policy = _policy(name, 0.5, hard=True).train()
     x = _images().requires_grad_(True)

@@ -125,6 +125,27 @@ def test_choice_weights_get_gradient():
     assert policy.weights.grad is not None and policy.weights.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("composition", ["choose-one", "sub-policies"])
+def test_relaxed_choice_gradients_match_finite_differences(composition):
+    ops = [{"name": "brightness", "probability": 0.7, "magnitude": 0.2}, {"name": "rotate", "probability": 0.6},
+           {"name": "contrast", "probability": 0.8}]
+    groups = ops if composition == "choose-one" else [ops[:2], ops[2:]]
+    policy = build_policy(groups, composition, weights=[1.0, 2.0, 0.5][:3 if composition == "choose-one" else 2],
+                          hard=False, temperature=1.0).double().train()
+    x = _smooth(b=3, c=1, h=8, w=8).double().requires_grad_(True)
+    params = policy.sample(3, generator=torch.Generator().manual_seed(0))
+    names = [n for n, _ in policy.named_parameters()]
+    weights = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def loss(x, *values):
+        return (torch.func.functional_call(policy, dict(zip(names, values)), (x,), {"params": params}) * weights).sum()
+
+    values = [p.detach().clone().requires_grad_(True) for p in policy.parameters()]
+    assert torch.autograd.gradcheck(loss, (x, *values), eps=1e-6, atol=1e-5, rtol=1e-3)
+    grad_w = torch.autograd.grad(loss(x, *values), values[names.index("weights")])[0]
+    assert grad_w.abs().min() > 0
+
+
 def test_sub_policies_apply_whole_groups():
     groups = [[{"name": "brightness", "probability": 1.0, "magnitude": (0.1, 0.1), "symmetric": False},
                {"name": "brightness", "probability": 1.0, "magnitude": (0.2, 0.2), "symmetric": False}],
