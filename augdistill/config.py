@@ -113,7 +113,7 @@ class PolicyConfig:
     ops: tuple[str, ...] = ("rotate",)
     init_file: str | None = None
     lr: float = 0.01
-    width_weight: float = 0.05
+    width_weight: float = 0.5
     aug_weight: float = 1.0
     copies: int = 1
     siamese: bool = False

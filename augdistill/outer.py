@@ -8,6 +8,7 @@ augmentation policy) and its optimisers, generators and history, so that a check
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from augdistill.config import DistillConfig
+from augdistill.augment import policy_param_groups
 from augdistill.data import ClassBalancedSampler, Dataset, take_per_class
 from augdistill.distill.objectives import AugmentedRealLoss, Objective, RealLoss
 from augdistill.distill.synthetic import SyntheticSet
@@ -29,6 +31,12 @@ __all__ = ["Distiller", "StepStats", "fit"]
 
 # Offsets that give every random stream of a run its own generator seeded from one ``seed``.
 _STREAMS = {"data": 0, "init": 1, "syn_aug": 2, "real_aug": 3, "synthetic": 4, "fixed_theta": 5}
+
+
+def _select_rows(draw: Any, rows: Tensor) -> Any:
+    """The same augmentation draw, re-indexed along its batch dimension (``None`` fields stay ``None``)."""
+    return type(draw)(**{f.name: None if getattr(draw, f.name) is None else getattr(draw, f.name)[rows]
+                         for f in dataclasses.fields(draw)})
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,9 @@ class Distiller:
         if config.outer.init == "fixed":
             self.fixed_theta = sample_params(self.model, self.generators["fixed_theta"])
         self.policy = self._setup_policy(policy)
-        self.policy_optimizer = (torch.optim.Adam(self.policy.parameters(), lr=config.policy.lr)
+        self.policy_optimizer = (torch.optim.Adam(policy_param_groups(self.policy, config.policy.lr))
                                  if self.policy is not None and config.policy.mode == "learn" else None)
+        self._class_draw: Any = None
         self.objectives = self._make_objectives()
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
@@ -129,11 +138,24 @@ class Distiller:
         params = self.policy.sample(x.shape[0], generator=self.generators[stream], device=x.device)
         return self.policy(x, params=params)
 
+    def _augment_siamese(self, x: Tensor, labels: Tensor) -> Tensor:
+        """DSA's siamese augmentation: every image of class ``c`` gets the draw of class ``c`` of this outer step."""
+        return self.policy(x, params=_select_rows(self._class_draw, labels))
+
     def _augment_synthetic(self, x: Tensor, step: int) -> Tensor:
+        if self.config.policy.siamese:
+            return self._augment_siamese(x, self._syn_labels_of(x))
         return self._augment(x, "syn_aug")
 
     def _augment_real(self, x: Tensor) -> Tensor:
+        if self.config.policy.siamese:
+            return self._augment_siamese(x, self._real_labels)
         return self._augment(x, "real_aug")
+
+    def _syn_labels_of(self, x: Tensor) -> Tensor:
+        # every inner minibatch is class-balanced and class-major (see InnerSchedule)
+        return torch.arange(self.data.info.num_classes, device=x.device).repeat_interleave(
+            x.shape[0] // self.data.info.num_classes)
 
     def inner_augment(self) -> Callable[[Tensor, int], Tensor] | None:
         """The augmentation applied to every synthetic minibatch of the inner loop (``None`` without a policy)."""
@@ -144,6 +166,10 @@ class Distiller:
         """One outer iteration: average the objectives over ``num_inits`` θ₀ draws, then update."""
         cfg = self.config
         x_real, y_real = self.sampler.sample(cfg.outer.real_per_class, self.generators["data"])
+        if self.policy is not None and cfg.policy.siamese:
+            self._class_draw = self.policy.sample(self.data.info.num_classes, generator=self.generators["syn_aug"],
+                                                  device=self.device)
+            self._real_labels = y_real
         self.optimizer.zero_grad(set_to_none=True)
         if self.policy_optimizer is not None:
             self.policy_optimizer.zero_grad(set_to_none=True)
@@ -181,7 +207,7 @@ class Distiller:
     def _policy_snapshot(self) -> dict[str, Any]:
         if self.policy is None:
             return {}
-        return {"policy_magnitudes": {k: float(v) for k, v in self.policy.magnitudes().items()},
+        return {"policy_magnitudes": {k: [float(b) for b in v] for k, v in self.policy.magnitudes().items()},
                 "policy_probabilities": {k: float(v) for k, v in self.policy.probabilities().items()}}
 
     # -- validation and selection ---------------------------------------------------------------

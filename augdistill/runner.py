@@ -132,8 +132,6 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
     distiller.restore_best()
     distilled = _distilled(distiller)
     save_distilled(distilled, out / SYNTHETIC_FILE)
-    if distiller.policy is not None:
-        _save_policy(distiller, out / POLICY_FILE)
     metrics: dict[str, Any] = {"dataset": config.data.name, "ipc": config.synthetic.ipc,
                                "selected_iteration": distiller.best["iteration"],
                                "selected_val_acc": distiller.best["val_acc"], "history": distiller.history}
@@ -142,6 +140,11 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
         metrics["test_replay"] = {"mean": result.mean, "std": result.std, "accs": list(result.accs)}
         log(f"replay accuracy on the test split ({final_nets} fresh nets): {result}")
     save_json(metrics, out / METRICS_FILE)
+    if distiller.policy is not None:
+        measured = {"selected_val_replay": metrics["selected_val_acc"]}
+        if "test_replay" in metrics:
+            measured["test_replay_mean"] = metrics["test_replay"]["mean"]
+        _save_policy(distiller, out / POLICY_FILE, measured)
     save_image_grid(distilled.images, distilled.labels, dataset.info.class_names, out / "synthetic.png")
     save_curves(_loss_series(distiller.history), out / "loss.png", title=f"{config.data.name}, ipc {config.synthetic.ipc}")
     return metrics
@@ -156,13 +159,14 @@ def _check_same_run(saved: DistillConfig, config: DistillConfig, out: Path) -> N
         raise CheckpointError(f"--resume: the configuration differs from {out / CONFIG_FILE} in {differing}")
 
 
-def _save_policy(distiller: Distiller, path: Path) -> None:
+def _save_policy(distiller: Distiller, path: Path, metrics: dict[str, Any]) -> None:
     import datetime
     cfg = distiller.config
-    provenance = {"dataset": cfg.data.name, "method": f"augdistill joint distill+augment (policy {cfg.policy.mode})",
-                  "seed": cfg.outer.seed, "iterations": distiller.iteration, "ipc": cfg.synthetic.ipc,
-                  "date": datetime.date.today().isoformat()}
-    distiller.policy.save(path, provenance=provenance)
+    provenance = {"dataset": cfg.data.name,
+                  "method": (f"augdistill distill --policy {cfg.policy.mode} (ipc {cfg.synthetic.ipc}, "
+                             f"{distiller.iteration} outer iterations, width weight {cfg.policy.width_weight})"),
+                  "seed": cfg.outer.seed, "date": datetime.date.today().isoformat(), "metrics": metrics}
+    save_json(distiller.policy.to_dict(provenance=provenance), path)
 
 
 def _model_for(config: DistillConfig, dataset: Dataset, device: str) -> nn.Module:
