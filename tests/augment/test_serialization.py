@@ -51,10 +51,14 @@ def test_rotate_range_is_in_degrees_in_the_file():
     assert data["ops"][0]["magnitude"] == {"low": -120.0, "high": 120.0, "unit": "degrees"}
 
 
-def test_shipped_policies_load_and_match_python():
-    dsa = load_policy(POLICIES / "dsa.json")
-    assert {k: v for k, v in dsa.to_dict().items() if k != "provenance"} == \
-        {k: v for k, v in dsa_policy().to_dict().items() if k != "provenance"}
+@pytest.mark.parametrize("file, flip", [("dsa.json", True), ("dsa-noflip.json", False)])
+def test_shipped_dsa_policies_load_and_match_python(file, flip):
+    shipped = load_policy(POLICIES / file)
+    assert {k: v for k, v in shipped.to_dict().items() if k != "provenance"} == \
+        {k: v for k, v in dsa_policy(flip=flip).to_dict().items() if k != "provenance"}
+
+
+def test_shipped_identity_policy():
     identity = load_policy(POLICIES / "identity.json").train()
     x = torch.rand(2, 1, 8, 8)
     assert identity(x) is x
