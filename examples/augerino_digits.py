@@ -7,6 +7,8 @@ On ``digits-rot`` (every image rotated by U(-180°, 180°)) the range grows past
     python examples/augerino_digits.py                 # both datasets, ~30 s on 2 CPU cores
     python examples/augerino_digits.py --method instaaug
     python examples/augerino_digits.py --dataset digits-rot --steps 3000 --json out.json
+    python examples/augerino_digits.py --save-policy /tmp && \
+        python examples/train_with_policy.py /tmp/augerino-digits-rot.json --dataset digits-rot
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -24,8 +27,11 @@ from augdistill.models import build_model
 
 
 def run(dataset: str, method: str, steps: int, reg: float, seed: int, init_degrees: float = 10.0,
-        copies: int = 8) -> dict:
-    """Train a ConvNet with a rotation-only learnable policy; return the learned range and accuracy."""
+        copies: int = 8, save_dir: Path | None = None) -> dict:
+    """Train a ConvNet with a rotation-only learnable policy; return the learned range and accuracy.
+
+    With ``save_dir`` (Augerino only) the learned policy is written to ``augerino-<dataset>.json``.
+    """
     torch.manual_seed(seed)
     ds = load_dataset(dataset)
     c, h, w = ds.info.image_shape
@@ -46,6 +52,10 @@ def run(dataset: str, method: str, steps: int, reg: float, seed: int, init_degre
     g = torch.Generator().manual_seed(seed + 1)
     probs = tta_predict(model, policy, ds.val.x, copies, g, ranges=ranges)
     val_acc = float((probs.argmax(1) == ds.val.y).float().mean())
+    if save_dir is not None and ranges is None:
+        policy.save(save_dir / f"augerino-{dataset}.json",
+                    provenance={"dataset": dataset, "method": f"augerino (reg {reg}, {steps} steps)", "seed": seed,
+                                "metrics": {"val_tta_accuracy": val_acc}})
     return {"dataset": dataset, "method": method, "rotate_low_deg": low, "rotate_high_deg": high,
             "val_tta_accuracy": val_acc, "final_task_loss": result.final_loss, "seconds": seconds,
             "history": [(step, mags["rotate"]) for step, mags in result.history]}
@@ -59,18 +69,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reg", type=float, default=AugerinoConfig.reg)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (8x8 convs: 1 is fastest)")
+    parser.add_argument("--save-policy", type=Path, help="folder for the learned policy JSON (augerino)")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = ["digits-rot", "digits"] if args.dataset == "both" else [args.dataset]
-    results = [run(name, args.method, args.steps, args.reg, args.seed) for name in names]
+    results = [run(name, args.method, args.steps, args.reg, args.seed, save_dir=args.save_policy) for name in names]
     print(f"{args.method}: {'dataset':<12}{'learned rotation':>22}{'val acc (TTA)':>16}{'seconds':>10}")
     for r in results:
         span = f"[{r['rotate_low_deg']:.1f}°, {r['rotate_high_deg']:.1f}°]"
         print(f"{args.method}: {r['dataset']:<12}{span:>22}{r['val_tta_accuracy']:>16.3f}{r['seconds']:>10.1f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": vars(args), "results": results}, f, indent=2)
+            json.dump({"config": vars(args), "results": results}, f, indent=2, default=str)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from augdistill.augment import load_policy
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -43,9 +45,13 @@ def test_train_with_policy_needs_exactly_one_of_policy_or_no_policy():
 
 def test_augerino_example(tmp_path):
     out = tmp_path / "a.json"
-    _load("examples/augerino_digits.py").main(["--dataset", "digits", "--steps", "30", "--json", str(out)])
+    _load("examples/augerino_digits.py").main(["--dataset", "digits", "--steps", "30", "--json", str(out),
+                                                "--save-policy", str(tmp_path)])
     result = json.loads(out.read_text())["results"][0]
-    assert result["dataset"] == "digits" and result["rotate_high_deg"] > 0
+    saved = load_policy(tmp_path / "augerino-digits.json")
+    assert result["dataset"] == "digits" and saved.provenance["dataset"] == "digits"
+    assert saved.magnitudes()["rotate"].tolist() == [result["rotate_low_deg"], result["rotate_high_deg"]]
+    assert saved.provenance["metrics"] == {"val_tta_accuracy": result["val_tta_accuracy"]}
 
 
 def test_benchmark_writes_ratios(tmp_path):
