@@ -154,7 +154,7 @@ def train_augerino(model: nn.Module, policy: Policy, train: Split, config: Auger
 
 @torch.no_grad()
 def tta_predict(model: nn.Module, policy: Policy, x: Tensor, copies: int = 8,
-                generator: torch.Generator | None = None, ranges: "InstanceRanges | None" = None) -> Tensor:
+                generator: torch.Generator | None = None, ranges: InstanceRanges | None = None) -> Tensor:
     """Class probabilities ``(B, classes)`` averaged over ``copies`` augmented versions of ``x``.
 
     The model runs in eval mode; the policy is applied even though it is not in training mode.
