@@ -198,7 +198,7 @@ class Distiller:
         if not bool(torch.isfinite(lrs).all()):
             raise TrainingDivergedError(f"outer step {self.iteration + 1}: a learned learning rate is not finite")
         self.iteration += 1
-        width = float(self.policy.width()) if self.policy is not None else None
+        width = float(self.policy.width().detach()) if self.policy is not None else None
         stats = StepStats(self.iteration, loss_value, float(lrs.mean()), width)
         self.history.append({"iteration": stats.iteration, "loss": stats.loss, "lr_mean": stats.lr_mean,
                              **self._policy_snapshot()})

@@ -1,0 +1,59 @@
+"""Ablation of the augmentation policy at one budget: ``--policy none | fixed (DSA) | learn``.
+
+The joint examples call :func:`compare_policies`; it distills once per mode with the same seed,
+iterations and everything else, then evaluates every run under the same protocols, applying each
+run's own policy when training the evaluation networks (as DSA evaluates).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from augdistill.config import DistillConfig
+from augdistill.runner import distill_run, evaluate_run
+
+__all__ = ["compare_policies", "DSA_POLICY_FILE", "format_table"]
+
+#: DSA's fixed augmentation, shipped with the repository.
+DSA_POLICY_FILE = Path(__file__).resolve().parent.parent / "policies" / "dsa.json"
+
+
+def compare_policies(base: DistillConfig, out_root: str | Path, *, modes: Sequence[str] = ("none", "fixed", "learn"),
+                     dsa_file: str | Path = DSA_POLICY_FILE, nets: int = 5, standard_epochs: int | None = None,
+                     device: str = "cpu", protocols: Sequence[str] = ("replay", "standard")) -> list[dict[str, Any]]:
+    """Distill ``base`` once per policy mode into ``out_root/MODE`` and evaluate each.
+
+    Returns one row per mode: ``{"policy", "run", "replay": {mean, std}, "standard": {mean, std}}``;
+    also written to ``out_root/comparison.json``.
+    """
+    out_root = Path(out_root)
+    rows = []
+    for mode in modes:
+        policy = dataclasses.replace(base.policy, mode=mode,
+                                     init_file=str(dsa_file) if mode == "fixed" else base.policy.init_file)
+        config = dataclasses.replace(base, policy=policy)
+        run_dir = out_root / mode
+        resume = (run_dir / "checkpoint.pt").exists()
+        distill_run(config, run_dir, resume=resume, device=device, final_nets=0)
+        row: dict[str, Any] = {"policy": mode, "run": str(run_dir)}
+        for protocol in protocols:
+            result = evaluate_run(run_dir, protocol, nets=nets, device=device, epochs=standard_epochs,
+                                  with_policy=mode != "none" and protocol == "standard")
+            row[protocol] = {"mean": result.mean, "std": result.std, "accs": list(result.accs)}
+        rows.append(row)
+        print(format_table(rows), flush=True)
+    (out_root / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The comparison as a Markdown table (accuracy mean ± std in %)."""
+    protocols = [k for k in rows[0] if k not in ("policy", "run")]
+    lines = ["| policy | " + " | ".join(protocols) + " |", "|---" * (len(protocols) + 1) + "|"]
+    for row in rows:
+        cells = [f"{100 * row[p]['mean']:.2f} ± {100 * row[p]['std']:.2f}" for p in protocols]
+        lines.append(f"| {row['policy']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
