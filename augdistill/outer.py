@@ -27,7 +27,7 @@ from augdistill.inner import InnerSchedule, unroll
 from augdistill.models import build_model, sample_params
 from augdistill.typing import Params
 
-__all__ = ["Distiller", "StepStats", "fit"]
+__all__ = ["Distiller", "StepStats"]
 
 # Offsets that give every random stream of a run its own generator seeded from one ``seed``.
 _STREAMS = {"data": 0, "init": 1, "syn_aug": 2, "real_aug": 3, "synthetic": 4, "fixed_theta": 5}
@@ -210,6 +210,26 @@ class Distiller:
         return {"policy_magnitudes": {k: [float(b) for b in v] for k, v in self.policy.magnitudes().items()},
                 "policy_probabilities": {k: float(v) for k, v in self.policy.probabilities().items()}}
 
+    def fit(self, iterations: int | None = None, *, eval_every: int = 0, eval_nets: int = 3,
+            on_step: Callable[[StepStats], None] | None = None,
+            on_eval: Callable[[int, float], None] | None = None) -> "Distiller":
+        """Run outer steps until ``iterations`` (default ``config.outer.iterations``), continuing from
+        the current iteration.
+
+        Every ``eval_every`` steps (and at the end) the validation replay accuracy is measured and the
+        best state kept; call :meth:`restore_best` afterwards to use it.
+        """
+        iterations = self.config.outer.iterations if iterations is None else iterations
+        while self.iteration < iterations:
+            stats = self.step()
+            if on_step is not None:
+                on_step(stats)
+            if eval_every and (self.iteration % eval_every == 0 or self.iteration == iterations):
+                acc = self.validate(eval_nets)
+                if on_eval is not None:
+                    on_eval(self.iteration, acc)
+        return self
+
     # -- validation and selection ---------------------------------------------------------------
     def validate(self, nets: int = 3) -> float:
         """Replay accuracy on the validation split (mean over ``nets`` fresh nets); keeps the best state."""
@@ -268,21 +288,3 @@ class Distiller:
         self.history = list(state["history"])
         self.best = dict(state["best"])
 
-
-def _noop(stats: StepStats) -> None:
-    return None
-
-
-def fit(distiller: Distiller, iterations: int, *, eval_every: int = 0, eval_nets: int = 3,
-        on_step: Callable[[StepStats], None] = _noop,
-        on_eval: Callable[[int, float], None] = lambda it, acc: None) -> Distiller:
-    """Run ``distiller`` up to ``iterations`` outer steps (continuing from its current iteration).
-
-    Every ``eval_every`` steps (and at the end) the validation replay accuracy is measured and the best
-    state kept; call :meth:`Distiller.restore_best` afterwards to use it.
-    """
-    while distiller.iteration < iterations:
-        on_step(distiller.step())
-        if eval_every and (distiller.iteration % eval_every == 0 or distiller.iteration == iterations):
-            on_eval(distiller.iteration, distiller.validate(eval_nets))
-    return distiller

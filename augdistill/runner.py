@@ -19,7 +19,7 @@ from augdistill.data import Dataset, load_dataset, take_per_class
 from augdistill.errors import CheckpointError, ConfigError, TrainingDivergedError
 from augdistill.evaluate import EvalResult, StandardProtocol, replay_accuracies, standard_accuracies, summarize
 from augdistill.models import build_model
-from augdistill.outer import Distiller, fit
+from augdistill.outer import Distiller
 from augdistill.plots import save_curves, save_image_grid
 from augdistill.progress import Progress
 from augdistill.run import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, POLICY_FILE, SYNTHETIC_FILE, DistilledSet,
@@ -118,8 +118,7 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
 
     previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        fit(distiller, config.outer.iterations, eval_every=eval_every, eval_nets=eval_nets, on_step=on_step,
-            on_eval=on_eval)
+        distiller.fit(eval_every=eval_every, eval_nets=eval_nets, on_step=on_step, on_eval=on_eval)
     except KeyboardInterrupt:
         checkpoint()
         raise

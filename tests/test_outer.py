@@ -10,7 +10,7 @@ import torch
 from augdistill.config import DistillConfig, OuterConfig, SyntheticConfig
 from augdistill.errors import TrainingDivergedError
 from augdistill.evaluate import replay_accuracies
-from augdistill.outer import Distiller, fit
+from augdistill.outer import Distiller
 
 
 def _config(**outer) -> DistillConfig:
@@ -26,7 +26,7 @@ def _test_replay(d: Distiller, nets: int = 5) -> torch.Tensor:
 def test_random_init_distillation_on_digits_beats_real_images(digits):
     d = Distiller(_config(), digits)
     before = _test_replay(d).mean()
-    fit(d, 300, eval_every=100)
+    d.fit(300, eval_every=100)
     d.restore_best()
     after = _test_replay(d)
     assert d.best["iteration"] > 0
@@ -37,7 +37,7 @@ def test_random_init_distillation_on_digits_beats_real_images(digits):
 
 def test_fixed_init_trains_its_own_initialisation(digits):
     d = Distiller(_config(init="fixed", num_inits=1, iterations=150), digits)
-    fit(d, 150)
+    d.fit(150)
     s = d.synthetic
     from augdistill.inner import unroll
     from augdistill.evaluate import accuracy
