@@ -109,7 +109,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", default="replay", help="replay | standard | random-subset | full-data")
     p.add_argument("--nets", type=int, default=5)
     p.add_argument("--epochs", type=int, default=None, help="standard protocol epochs (default 300)")
-    p.add_argument("--with-policy", action="store_true", help="train with the run's policy.json")
+    p.add_argument("--with-policy", action="store_true", help="train the standard-protocol nets with the run's policy.json (replay always uses it)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -27,16 +27,28 @@ from augdistill.inner import InnerSchedule, unroll
 from augdistill.models import build_model, sample_params
 from augdistill.typing import Params
 
-__all__ = ["Distiller", "StepStats"]
+__all__ = ["Distiller", "StepStats", "policy_augment"]
 
 # Offsets that give every random stream of a run its own generator seeded from one ``seed``.
 _STREAMS = {"data": 0, "init": 1, "syn_aug": 2, "real_aug": 3, "synthetic": 4, "fixed_theta": 5}
+#: Validation and evaluation draw their augmentation from their own fixed stream, never a training one.
+_VALIDATION_SEED = 10_000
 
 
 def _select_rows(draw: Any, rows: Tensor) -> Any:
     """The same augmentation draw, re-indexed along its batch dimension (``None`` fields stay ``None``)."""
     return type(draw)(**{f.name: None if getattr(draw, f.name) is None else getattr(draw, f.name)[rows]
                          for f in dataclasses.fields(draw)})
+
+
+def policy_augment(policy: nn.Module, generator: torch.Generator) -> Callable[..., Tensor]:
+    """``augment(x, *_)``: a fresh draw of ``policy`` from ``generator`` for every call, applied to ``x``.
+
+    Fits both the inner trainer's ``augment(x, step)`` and a plain ``augment(x)``.
+    """
+    def augment(x: Tensor, *_: object) -> Tensor:
+        return policy(x, params=policy.sample(x.shape[0], generator=generator, device=x.device))
+    return augment
 
 
 @dataclass(frozen=True)
@@ -135,8 +147,7 @@ class Distiller:
 
     # -- augmentation ---------------------------------------------------------------------------
     def _augment(self, x: Tensor, stream: str) -> Tensor:
-        params = self.policy.sample(x.shape[0], generator=self.generators[stream], device=x.device)
-        return self.policy(x, params=params)
+        return policy_augment(self.policy, self.generators[stream])(x)
 
     def _augment_siamese(self, x: Tensor, labels: Tensor) -> Tensor:
         """DSA's siamese augmentation: every image of class ``c`` gets the draw of class ``c`` of this outer step."""
@@ -233,17 +244,15 @@ class Distiller:
     # -- validation and selection ---------------------------------------------------------------
     def validate(self, nets: int = 3) -> float:
         """Replay accuracy on the validation split (mean over ``nets`` fresh nets); keeps the best state."""
-        seeds = [10_000 + i for i in range(nets)]
+        seeds = [_VALIDATION_SEED + i for i in range(nets)]
         with torch.no_grad():
             images, targets, lrs = (self.synthetic.images.detach(), self.synthetic.targets().detach(),
                                     self.synthetic.lrs().detach())
-        policy_was_training = self.policy is not None and self.policy.training
-        augment = self.inner_augment()
+        augment = (policy_augment(self.policy, torch.Generator().manual_seed(_VALIDATION_SEED))
+                   if self.policy is not None else None)
         accs = replay_accuracies(self.model, images, targets, lrs, self.schedule, self.data.val, seeds,
                                  momentum=self.config.inner.momentum, augment=augment)
         val_acc = float(accs.mean())
-        if policy_was_training:
-            self.policy.train()
         self.history.append({"iteration": self.iteration, "val_acc": val_acc})
         if val_acc > self.best["val_acc"]:
             self.best = {"val_acc": val_acc, "iteration": self.iteration,

@@ -19,7 +19,7 @@ from augdistill.data import Dataset, load_dataset, take_per_class
 from augdistill.errors import CheckpointError, ConfigError, TrainingDivergedError
 from augdistill.evaluate import EvalResult, StandardProtocol, replay_accuracies, standard_accuracies, summarize
 from augdistill.models import build_model
-from augdistill.outer import Distiller
+from augdistill.outer import Distiller, policy_augment
 from augdistill.plots import save_curves, save_image_grid
 from augdistill.progress import Progress
 from augdistill.run import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, POLICY_FILE, SYNTHETIC_FILE, DistilledSet,
@@ -135,7 +135,7 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
                                "selected_iteration": distiller.best["iteration"],
                                "selected_val_acc": distiller.best["val_acc"], "history": distiller.history}
     if final_nets:
-        result = replay_result(distilled, config, dataset, final_nets, device, distiller.inner_augment())
+        result = replay_result(distilled, config, dataset, final_nets, device, distiller.policy)
         metrics["test_replay"] = {"mean": result.mean, "std": result.std, "accs": list(result.accs)}
         log(f"replay accuracy on the test split ({final_nets} fresh nets): {result}")
     save_json(metrics, out / METRICS_FILE)
@@ -175,8 +175,12 @@ def _model_for(config: DistillConfig, dataset: Dataset, device: str) -> nn.Modul
 
 
 def replay_result(s: DistilledSet, config: DistillConfig, dataset: Dataset, nets: int, device: str,
-                  augment: Callable[[Tensor, int], Tensor] | None = None) -> EvalResult:
+                  policy: nn.Module | None = None) -> EvalResult:
+    """Replay protocol on the test split; a run's policy is part of its learned steps and is replayed too."""
     model = _model_for(config, dataset, device)
+    augment = None
+    if policy is not None:
+        augment = policy_augment(policy.to(device).train(), torch.Generator().manual_seed(0))
     accs = replay_accuracies(model, s.images.to(device), s.targets.to(device), s.lrs.to(device), s.schedule,
                              dataset.test.to(device), list(range(nets)), momentum=s.momentum, augment=augment)
     return summarize("replay", accs)
@@ -184,7 +188,11 @@ def replay_result(s: DistilledSet, config: DistillConfig, dataset: Dataset, nets
 
 def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5, device: str = "cpu",
                  epochs: int | None = None, with_policy: bool = False) -> EvalResult:
-    """Evaluate a run directory under ``protocol`` (one of :data:`PROTOCOLS`) with ``nets`` fresh networks."""
+    """Evaluate a run directory under ``protocol`` (one of :data:`PROTOCOLS`) with ``nets`` fresh networks.
+
+    ``replay`` always replays the run's own augmentation policy (it is part of the learned steps);
+    ``with_policy`` trains the ``standard`` / ``random-subset`` / ``full-data`` networks with it.
+    """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol '{protocol}'; expected one of {', '.join(PROTOCOLS)}")
     if nets < 1:
@@ -195,21 +203,15 @@ def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5
     config = load_config(run_dir)
     s = load_distilled(run_dir / SYNTHETIC_FILE)
     dataset = load_run_dataset(config).to(device)
-    policy = _load_run_policy(run_dir) if with_policy else None
-    seeds = list(range(nets))
     if protocol == "replay":
-        augment = None
-        if policy is not None:
-            policy = policy.to(device).train()
-            g = torch.Generator().manual_seed(0)
-            augment = lambda x, t: policy(x, params=policy.sample(x.shape[0], generator=g, device=x.device))  # noqa: E731
-        return replay_result(s, config, dataset, nets, device, augment)
+        policy = _load_run_policy(run_dir) if config.policy.mode != "none" else None
+        return replay_result(s, config, dataset, nets, device, policy)
     standard = StandardProtocol() if epochs is None else StandardProtocol(epochs=epochs)
     augment_std = None
-    if policy is not None:
-        policy = policy.to(device).train().requires_grad_(False)
-        g = torch.Generator().manual_seed(0)
-        augment_std = lambda x: policy(x, params=policy.sample(x.shape[0], generator=g, device=x.device))  # noqa: E731
+    if with_policy:
+        policy = _load_run_policy(run_dir).to(device).train().requires_grad_(False)
+        augment_std = policy_augment(policy, torch.Generator().manual_seed(0))
+    seeds = list(range(nets))
     if protocol == "standard":
         x, targets = s.images.to(device), s.targets.to(device)
     elif protocol == "random-subset":

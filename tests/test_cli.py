@@ -114,3 +114,25 @@ def test_resume_rejects_a_changed_configuration(tmp_path):
     with pytest.raises(CheckpointError, match="synthetic.ipc"):
         distill_run(DistillConfig(synthetic=SyntheticConfig(ipc=2)), out, resume=True)
     assert main(["distill", "--out", str(out), *FAST]) == 2  # refuses to overwrite without --resume
+
+
+def test_policy_run_writes_a_loadable_policy_and_the_policy_commands_read_it(tmp_path, capsys):
+    from augdistill.augment import load_policy
+    out = tmp_path / "run"
+    assert main(["distill", "--out", str(out), "--ipc", "2", "--policy", "learn", "--ops", "rotate,scale", *FAST]) == 0
+    policy = load_policy(out / "policy.json")
+    assert [op.spec.name for op in policy.ops] == ["rotate", "scale"]
+    provenance = json.loads((out / "policy.json").read_text())["provenance"]
+    assert provenance["dataset"] == "digits" and "test_replay_mean" in provenance["metrics"]
+    capsys.readouterr()
+    assert main(["policy", "show", str(out / "policy.json")]) == 0
+    table = capsys.readouterr().out
+    assert "rotate" in table and "degrees" in table
+    assert main(["policy", "plot", str(out)]) == 0
+    assert (out / "policy_evolution.png").is_file() and (out / "policy_samples.png").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--protocol", "standard", "--with-policy", "--nets", "1", "--epochs", "2",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["with_policy"] is True
+    assert main(["distill", "--out", str(tmp_path / "bad"), "--policy", "learn", "--ops", "warp"]) == 2
+    assert "warp" in capsys.readouterr().err
