@@ -56,7 +56,9 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy-lr", type=float, default=d.policy.lr)
     p.add_argument("--width-weight", type=float, default=d.policy.width_weight, help="λ of the width bonus")
     p.add_argument("--aug-weight", type=float, default=d.policy.aug_weight)
-    p.add_argument("--aug-copies", type=int, default=d.policy.copies)
+    p.add_argument("--aug-copies", type=int, default=d.policy.copies, help="J augmented copies of the real batch")
+    p.add_argument("--siamese", action="store_true",
+                   help="one augmentation draw per class shared by real and synthetic images (DSA)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=100, help="validation replay every N iterations (0: off)")
@@ -77,7 +79,7 @@ def _config_from_args(a: argparse.Namespace) -> DistillConfig:
                           lr_labels=a.lr_labels, grad_clip=a.grad_clip, seed=a.seed),
         policy=PolicyConfig(mode=a.policy, ops=tuple(o for o in a.ops.split(",") if o), init_file=a.policy_init,
                             lr=a.policy_lr, width_weight=a.width_weight, aug_weight=a.aug_weight,
-                            copies=a.aug_copies),
+                            copies=a.aug_copies, siamese=a.siamese),
     )
 
 
