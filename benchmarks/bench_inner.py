@@ -16,12 +16,12 @@ import statistics
 import time
 from pathlib import Path
 
-import higher
 import torch
 import torch.nn.functional as F
 
 from augdistill.inner import InnerSchedule, unroll
 from augdistill.models import build_model, sample_params
+from augdistill.reference import higher_hypergradients
 
 CASES = [  # name, model kwargs, image shape, ipc
     ("mlp-128 digits ipc10", {"name": "mlp", "width": 128}, (1, 8, 8), 10),
@@ -50,14 +50,7 @@ def step_ours(net, theta0, images, labels, lrs, x_real, y_real, schedule):
 
 
 def step_higher(net, theta0, images, labels, lrs, x_real, y_real, schedule):
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            p.copy_(theta0[name])
-    opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    with higher.innerloop_ctx(net, opt, copy_initial_weights=True) as (fnet, diffopt):
-        for t in range(schedule.total_steps):
-            diffopt.step(F.cross_entropy(fnet(images), labels), override={"lr": [lrs[t]]})
-        return torch.autograd.grad(F.cross_entropy(fnet(x_real), y_real), [images, lrs])
+    return higher_hypergradients(net, theta0, images, labels, lrs, schedule, x_real, y_real, [images, lrs])
 
 
 def _time(fn, args, device, repeats):
