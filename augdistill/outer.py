@@ -201,7 +201,7 @@ class Distiller:
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
             raise TrainingDivergedError(
                 f"outer step {self.iteration + 1}: loss={loss_value}, gradient norm={norm_value}; "
-                "lower --lr-images / --lr-lrs / --lr-cap or raise --grad-clip strictness")
+                "lower --lr-images, --lr-lrs, --lr-cap or --grad-clip and resume")
         self.optimizer.step()
         if self.policy_optimizer is not None:
             self.policy_optimizer.step()
