@@ -201,7 +201,7 @@ class Distiller:
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
             raise TrainingDivergedError(
                 f"outer step {self.iteration + 1}: loss={loss_value}, gradient norm={norm_value}; "
-                "lower --lr-images, --lr-lrs, --lr-cap or --grad-clip and resume")
+                "try a new run with lower --lr-images, --lr-lrs or --lr-cap")
         self.optimizer.step()
         if self.policy_optimizer is not None:
             self.policy_optimizer.step()
