@@ -8,10 +8,10 @@ run's own policy when training the evaluation networks (as DSA evaluates).
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from augdistill.checkpoint import save_json
 from augdistill.config import DistillConfig
 from augdistill.runner import distill_run, evaluate_run
 
@@ -45,7 +45,7 @@ def compare_policies(base: DistillConfig, out_root: str | Path, *, modes: Sequen
             row[protocol] = {"mean": result.mean, "std": result.std, "accs": list(result.accs)}
         rows.append(row)
         print(format_table(rows), flush=True)
-    (out_root / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
+    save_json(rows, out_root / "comparison.json")
     return rows
 
 

@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from augdistill.compare import compare_policies
-from augdistill.config import DataConfig, DistillConfig, InnerConfig, ModelConfig, OuterConfig, PolicyConfig, \
-    SyntheticConfig
+from augdistill.config import (DataConfig, DistillConfig, InnerConfig, ModelConfig, OuterConfig, PolicyConfig,
+                               SyntheticConfig)
 
 
 def run(description: str, *, dataset: str, ipc: int, iterations: int, ops: str, model: dict[str, Any],
