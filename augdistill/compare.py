@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
+from augdistill.augment import dsa_policy
 from augdistill.checkpoint import save_json
 from augdistill.config import DistillConfig
 from augdistill.runner import distill_run, evaluate_run
@@ -30,6 +31,9 @@ def compare_policies(base: DistillConfig, out_root: str | Path, *, modes: Sequen
     also written to ``out_root/comparison.json``.
     """
     out_root = Path(out_root)
+    if "fixed" in modes and not Path(dsa_file).is_file():  # installed without the repository's policies/
+        dsa_file = out_root / "dsa.json"
+        save_json(dsa_policy().to_dict(), dsa_file)
     rows = []
     for mode in modes:
         policy = dataclasses.replace(base.policy, mode=mode,
