@@ -141,10 +141,9 @@ class DistillConfig:
 
 def config_from_dict(raw: dict[str, Any]) -> DistillConfig:
     """Rebuild a :class:`DistillConfig` from :meth:`DistillConfig.to_dict` output, rejecting unknown fields."""
-    sections = {f.name: f.type for f in dataclasses.fields(DistillConfig)}
     classes = {"data": DataConfig, "model": ModelConfig, "synthetic": SyntheticConfig, "inner": InnerConfig,
                "outer": OuterConfig, "policy": PolicyConfig}
-    unknown = set(raw) - set(sections)
+    unknown = set(raw) - set(classes)
     _require(not unknown, f"config: unknown sections {sorted(unknown)}")
     built = {}
     for name, cls in classes.items():

@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

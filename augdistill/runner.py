@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from augdistill.checkpoint import load_json, load_tensors, save_json, save_tensors
 from augdistill.config import DistillConfig

@@ -224,7 +224,7 @@ def _how_to_get(name: str) -> str:
     if name == "fashion-mnist":
         return ("install it with `apt-get install -y dataset-fashion-mnist` "
                 f"(files land in {DEFAULT_FASHION_ROOT}) or pass --data-root")
-    return f"put the IDX files under --data-root (torchvision layout: ROOT/MNIST/raw/)"
+    return "put the IDX files under --data-root (torchvision layout: ROOT/MNIST/raw/)"
 
 
 def _load_raw(name: str, root: Path | None) -> tuple[tuple[np.ndarray, ...], int, tuple[str, ...]]:
