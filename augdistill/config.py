@@ -8,8 +8,8 @@ from typing import Any
 
 from augdistill.errors import ConfigError
 
-__all__ = ["DataConfig", "ModelConfig", "SyntheticConfig", "InnerConfig", "OuterConfig", "PolicyConfig",
-           "DistillConfig", "config_from_dict"]
+__all__ = ["DataConfig", "ModelConfig", "SyntheticConfig", "MethodConfig", "InnerConfig", "OuterConfig",
+           "PolicyConfig", "DistillConfig", "config_from_dict"]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -30,13 +30,13 @@ class DataConfig:
 class ModelConfig:
     """A network family and its options; ``None`` keeps the family's default.
 
-    The distillation default is a one-hidden-layer MLP: on 2 CPU cores it runs ~100 outer steps/s on
-    digits and its distilled sets replay better than ConvNet-3's at 1-10 images per class. The
-    ConvNet (``norm`` ``group`` or ``none`` to avoid instance norm's costly double backward) is there
-    for GPUs and for the standard evaluation protocol.
+    ``name=None`` takes the method's default network (:attr:`Method.default_model`): a one-hidden-layer
+    MLP for Wang et al. (on 2 CPU cores ~100 outer steps/s on digits, and its sets replay better than
+    ConvNet-3's at 1-10 images per class), the field's ConvNet-3 (width 128, instance norm) for the
+    matching methods.
     """
 
-    name: str = "mlp"
+    name: str | None = None
     width: int | None = None
     depth: int | None = None
     norm: str | None = None
@@ -48,17 +48,35 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """The learned set: ``ipc`` images per class, initialised from ``real`` images or ``noise``."""
+    """The learned set: a budget of ``ipc`` full-size images per class, stored as ``param``.
+
+    ``param`` names the parameterisation (``pixels``: the images themselves); ``init`` starts it from
+    ``real`` images or ``noise``; ``learn_labels`` learns soft labels of the decoded images.
+    """
 
     ipc: int = 1
     init: str = "real"
     learn_labels: bool = False
-    lr_init: float = 0.1
-    lr_cap: float = 1.0
+    param: str = "pixels"
 
     def __post_init__(self) -> None:
         _require(self.ipc >= 1, f"--ipc must be >= 1, got {self.ipc}")
         _require(self.init in ("real", "noise"), f"--syn-init must be 'real' or 'noise', got '{self.init}'")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The distillation objective ``name`` and its options; ``None`` takes the method's default.
+
+    Wang et al. (``wang``) learns per-step learning rates ``lr_cap * sigmoid(raw)`` initialised at
+    ``lr_init``. The other methods' options are documented with each method.
+    """
+
+    name: str = "wang"
+    lr_init: float = 0.1
+    lr_cap: float = 1.0
+
+    def __post_init__(self) -> None:
         _require(0 < self.lr_init < self.lr_cap, f"need 0 < --lr-init < --lr-cap, got {self.lr_init}, {self.lr_cap}")
 
 
@@ -82,23 +100,35 @@ class InnerConfig:
 @dataclass(frozen=True)
 class OuterConfig:
     """The outer loop: θ₀ ``init`` mode (``random``: ``num_inits`` fresh draws a step; ``fixed``: one θ₀),
-    real batch size per class, Adam learning rates of each group, gradient clipping, seed."""
+    real batch size per class, the optimiser of the synthetic set (``adam`` or ``sgd`` with
+    ``sgd_momentum``) and the learning rate of each group, gradient clipping, seed, and how the best
+    iteration is selected on the validation split (``validation``: ``replay`` the learned steps, or
+    train ``standard`` evaluation networks for ``val_epochs``). ``None`` takes the method's default.
+    """
 
     iterations: int = 1000
     init: str = "random"
     num_inits: int = 2
     real_per_class: int = 64
-    lr_images: float = 0.002
+    optimizer: str | None = None
+    lr_images: float | None = None
+    sgd_momentum: float = 0.5
     lr_lrs: float = 0.01
     lr_labels: float = 0.01
     grad_clip: float = 10.0
     seed: int = 0
+    validation: str | None = None
+    val_epochs: int = 300
 
     def __post_init__(self) -> None:
         _require(self.iterations >= 0, f"--iterations must be >= 0, got {self.iterations}")
         _require(self.init in ("random", "fixed"), f"--init must be 'random' or 'fixed', got '{self.init}'")
         _require(self.num_inits >= 1, f"--num-inits must be >= 1, got {self.num_inits}")
         _require(self.real_per_class >= 1, f"--real-per-class must be >= 1, got {self.real_per_class}")
+        _require(self.optimizer in (None, "adam", "sgd"), f"--optimizer must be adam or sgd, got '{self.optimizer}'")
+        _require(self.validation in (None, "replay", "standard"),
+                 f"--validation must be replay or standard, got '{self.validation}'")
+        _require(self.val_epochs >= 1, f"--val-epochs must be >= 1, got {self.val_epochs}")
 
 
 @dataclass(frozen=True)
@@ -106,7 +136,8 @@ class PolicyConfig:
     """The augmentation policy: ``none``, ``fixed`` (from ``init_file``, e.g. DSA) or ``learn``.
 
     ``width_weight`` is λ of the width bonus (Augerino), ``aug_weight`` weighs the augmented-real-data loss,
-    ``copies`` is J, the number of augmented copies of the real batch.
+    ``copies`` is J, the number of augmented copies of the real batch. Methods that do not unroll the
+    inner trainer themselves learn the policy through ``inner_steps`` full-batch steps at ``inner_lr``.
     """
 
     mode: str = "none"
@@ -117,11 +148,15 @@ class PolicyConfig:
     aug_weight: float = 1.0
     copies: int = 1
     siamese: bool = False
+    inner_steps: int = 10
+    inner_lr: float = 0.01
 
     def __post_init__(self) -> None:
         _require(self.mode in ("none", "fixed", "learn"), f"--policy must be none, fixed or learn, got '{self.mode}'")
         _require(self.copies >= 1, f"--aug-copies must be >= 1, got {self.copies}")
         _require(self.width_weight >= 0, f"--width-weight must be >= 0, got {self.width_weight}")
+        _require(self.inner_steps >= 1, f"--policy-inner-steps must be >= 1, got {self.inner_steps}")
+        _require(self.inner_lr > 0, f"--policy-inner-lr must be > 0, got {self.inner_lr}")
 
 
 @dataclass(frozen=True)
@@ -129,6 +164,7 @@ class DistillConfig:
     """Everything one distillation run needs; saved as ``config.json`` beside its outputs."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     inner: InnerConfig = field(default_factory=InnerConfig)
@@ -141,8 +177,9 @@ class DistillConfig:
 
 def config_from_dict(raw: dict[str, Any]) -> DistillConfig:
     """Rebuild a :class:`DistillConfig` from :meth:`DistillConfig.to_dict` output, rejecting unknown fields."""
-    classes = {"data": DataConfig, "model": ModelConfig, "synthetic": SyntheticConfig, "inner": InnerConfig,
-               "outer": OuterConfig, "policy": PolicyConfig}
+    classes = {f.name: f.type for f in dataclasses.fields(DistillConfig)}
+    classes = {name: globals()[cls] if isinstance(cls, str) else cls for name, cls in classes.items()}
+    raw = _migrate(raw)
     unknown = set(raw) - set(classes)
     _require(not unknown, f"config: unknown sections {sorted(unknown)}")
     built = {}
@@ -155,3 +192,12 @@ def config_from_dict(raw: dict[str, Any]) -> DistillConfig:
             values["ops"] = tuple(values["ops"])
         built[name] = cls(**values)
     return DistillConfig(**built)
+
+
+def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    """Accept configs written before methods existed: the learning-rate fields moved to ``method``."""
+    synthetic = dict(raw.get("synthetic", {}))
+    if "method" in raw or not ({"lr_init", "lr_cap"} & synthetic.keys()):
+        return raw
+    method = {k: synthetic.pop(k) for k in ("lr_init", "lr_cap") if k in synthetic}
+    return {**raw, "synthetic": synthetic, "method": {"name": "wang", **method}}

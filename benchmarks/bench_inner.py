@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from augdistill.inner import InnerSchedule, unroll
 from augdistill.models import build_model, sample_params
-from augdistill.reference import higher_hypergradients
+from augdistill.testing import higher_hypergradients
 
 CASES = [  # name, model kwargs, image shape, ipc
     ("mlp-128 digits ipc10", {"name": "mlp", "width": 128}, (1, 8, 8), 10),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from augdistill.compare import compare_policies
+from augdistill.runs.compare import compare_policies
 from augdistill.config import (DataConfig, DistillConfig, InnerConfig, ModelConfig, OuterConfig, PolicyConfig,
                                SyntheticConfig)
 

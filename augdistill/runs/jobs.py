@@ -5,6 +5,7 @@ These are what the CLI calls; they are equally usable from Python.
 
 from __future__ import annotations
 
+import datetime
 import signal
 import sys
 from pathlib import Path
@@ -13,19 +14,22 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from augdistill.checkpoint import load_json, load_tensors, save_json, save_tensors
 from augdistill.config import DistillConfig
 from augdistill.data import Dataset, load_dataset, take_per_class
+from augdistill.distill import Distiller, StepStats
+from augdistill.distill.methods import with_method_defaults
+from augdistill.distill.validation import policy_augment
 from augdistill.errors import CheckpointError, ConfigError, TrainingDivergedError
-from augdistill.evaluate import EvalResult, StandardProtocol, replay_accuracies, standard_accuracies, summarize
 from augdistill.models import build_model
-from augdistill.outer import Distiller, policy_augment
-from augdistill.plots import save_curves, save_image_grid
-from augdistill.progress import Progress
-from augdistill.run import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, POLICY_FILE, SYNTHETIC_FILE, DistilledSet,
-                            load_config, load_distilled, save_distilled)
+from augdistill.runs.atomic import load_json, load_tensors, save_json, save_tensors
+from augdistill.runs.layout import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, POLICY_FILE, SYNTHETIC_FILE,
+                                    DistilledSet, load_config, load_distilled, save_distilled)
+from augdistill.runs.plots import save_curves, save_image_grid
+from augdistill.runs.progress import Progress
+from augdistill.train.evaluate import (EvalResult, StandardProtocol, replay_accuracies, standard_accuracies,
+                                       summarize)
 
-__all__ = ["distill_run", "evaluate_run", "draw_run", "PROTOCOLS", "load_run_dataset"]
+__all__ = ["distill_run", "evaluate_run", "draw_run", "PROTOCOLS", "load_run_dataset", "build_run_policy"]
 
 PROTOCOLS = ("replay", "standard", "random-subset", "full-data")
 
@@ -34,7 +38,8 @@ def load_run_dataset(config: DistillConfig) -> Dataset:
     return load_dataset(config.data.name, config.data.root, val_fraction=config.data.val_fraction)
 
 
-def _build_policy(config: DistillConfig, info: Any) -> nn.Module | None:
+def build_run_policy(config: DistillConfig, info: Any) -> nn.Module | None:
+    """The policy a configuration asks for: ``None``, the ``init_file`` JSON, or fresh ``ops``."""
     cfg = config.policy
     if cfg.mode == "none":
         return None
@@ -48,13 +53,17 @@ def _build_policy(config: DistillConfig, info: Any) -> nn.Module | None:
 
 def _distilled(d: Distiller) -> DistilledSet:
     exported = d.synthetic.export()
-    return DistilledSet(exported["images"], exported["labels"], exported.get("soft_labels"), exported["lrs"],
-                        d.schedule, d.config.inner.momentum, d.config.data.name, d.config.synthetic.ipc)
+    recipe = d.method.replay_recipe()
+    return DistilledSet(exported["images"], exported["labels"], exported.get("soft_labels"),
+                        None if recipe is None else recipe.lrs.cpu(), None if recipe is None else recipe.schedule,
+                        d.config.inner.momentum if recipe is None else recipe.momentum, d.config.data.name,
+                        d.config.synthetic.ipc, d.config.method.name, d.config.synthetic.param,
+                        exported["stored"], {**exported["recipe"], **d.method.export()})
 
 
 def _loss_series(history: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
     return {"outer loss (train batch)": [(h["iteration"], h["loss"]) for h in history if "loss" in h],
-            "val replay accuracy": [(h["iteration"], h["val_acc"]) for h in history if "val_acc" in h]}
+            "val accuracy": [(h["iteration"], h["val_acc"]) for h in history if "val_acc" in h]}
 
 
 def draw_run(run_dir: str | Path) -> list[Path]:
@@ -73,6 +82,29 @@ def draw_run(run_dir: str | Path) -> list[Path]:
     return written
 
 
+class _StopRequest:
+    """SIGTERM / Ctrl-C ask the loop to stop after the current step; the checkpoint then holds a whole step.
+
+    A second request stops at once (the last checkpoint is kept).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_StopRequest":
+        self.previous = {s: signal.signal(s, self) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
 def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False, device: str = "cpu",
                 checkpoint_every: int = 100, eval_every: int = 100, eval_nets: int = 5,
                 final_nets: int = 5, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
@@ -82,15 +114,16 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
     Returns the metrics dict also written to ``out/metrics.json``.
     """
     out = Path(out)
+    config = with_method_defaults(config)
     if resume:
         _check_same_run(load_config(out), config, out)
     elif (out / CHECKPOINT_FILE).exists():
         raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     dataset = load_run_dataset(config)
-    distiller = Distiller(config, dataset, policy=_build_policy(config, dataset.info), device=device)
+    distiller = Distiller(config, dataset, policy=build_run_policy(config, dataset.info), device=device)
     if resume:
         state = load_tensors(out / CHECKPOINT_FILE, "checkpoint", map_location=device,
-                             required=("iteration", "synthetic", "optimizer", "generators", "history"))
+                             required=("iteration", "synthetic", "method", "optimizer", "generators", "history"))
         try:
             distiller.load_state_dict(state)
         except (KeyError, RuntimeError, ValueError) as e:
@@ -105,42 +138,40 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
     progress = Progress(config.outer.iterations, start=distiller.iteration)
     last_val: dict[str, float] = {}
 
-    def on_step(stats: Any) -> None:
-        shown = {"loss": stats.loss, "lr": stats.lr_mean}
-        if stats.policy_width is not None:
-            shown["width"] = stats.policy_width
-        progress.update(stats.iteration, **shown, **last_val)
-        if checkpoint_every and stats.iteration % checkpoint_every == 0:
-            checkpoint()
+    with _StopRequest() as stop:
+        def on_step(stats: StepStats, val_acc: float | None) -> None:
+            if val_acc is not None:
+                last_val["val"] = val_acc
+            shown = {"loss": stats.loss, **stats.metrics}
+            if stats.policy_width is not None:
+                shown["width"] = stats.policy_width
+            progress.update(stats.iteration, **shown, **last_val)
+            if stop.requested or (checkpoint_every and stats.iteration % checkpoint_every == 0):
+                checkpoint()
+            if stop.requested:
+                raise KeyboardInterrupt
 
-    def on_eval(iteration: int, acc: float) -> None:
-        last_val["val"] = acc
-
-    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        distiller.fit(eval_every=eval_every, eval_nets=eval_nets, on_step=on_step, on_eval=on_eval)
-    except KeyboardInterrupt:
-        checkpoint()
-        raise
-    except TrainingDivergedError as e:
-        raise TrainingDivergedError(f"{e}; the last good state is in {out / CHECKPOINT_FILE} "
-                                    f"(iteration {distiller.iteration})") from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        try:
+            distiller.fit(eval_every=eval_every, eval_nets=eval_nets, on_step=on_step)
+        except TrainingDivergedError as e:
+            raise TrainingDivergedError(f"{e}; the last good state is in {out / CHECKPOINT_FILE}") from None
     checkpoint()
     distiller.restore_best()
     distilled = _distilled(distiller)
     save_distilled(distilled, out / SYNTHETIC_FILE)
-    metrics: dict[str, Any] = {"dataset": config.data.name, "ipc": config.synthetic.ipc,
-                               "selected_iteration": distiller.best["iteration"],
+    metrics: dict[str, Any] = {"dataset": config.data.name, "ipc": config.synthetic.ipc, "method": config.method.name,
+                               "param": config.synthetic.param, "stored_floats": distiller.synthetic.stored_floats(),
+                               "decoded_images": distiller.synthetic.num_decoded,
+                               "validation": config.outer.validation,
+                               "selected_iteration": distiller.best["iteration"] if eval_every else distiller.iteration,
                                "selected_val_acc": distiller.best["val_acc"], "history": distiller.history}
-    if final_nets:
+    if final_nets and distilled.lrs is not None:
         result = replay_result(distilled, config, dataset, final_nets, device, distiller.policy)
         metrics["test_replay"] = {"mean": result.mean, "std": result.std, "accs": list(result.accs)}
         log(f"replay accuracy on the test split ({final_nets} fresh nets): {result}")
     save_json(metrics, out / METRICS_FILE)
     if distiller.policy is not None:
-        measured = {"selected_val_replay": metrics["selected_val_acc"]}
+        measured = {"selected_val_acc": metrics["selected_val_acc"]}
         if "test_replay" in metrics:
             measured["test_replay_mean"] = metrics["test_replay"]["mean"]
         _save_policy(distiller, out / POLICY_FILE, measured)
@@ -151,7 +182,7 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
 
 def _check_same_run(saved: DistillConfig, config: DistillConfig, out: Path) -> None:
     """A resumed run may change its iteration budget, nothing else."""
-    a, b = saved.to_dict(), config.to_dict()
+    a, b = with_method_defaults(saved).to_dict(), config.to_dict()
     a["outer"].pop("iterations"), b["outer"].pop("iterations")
     differing = [f"{section}.{k}" for section in a for k in a[section] if a[section][k] != b[section].get(k)]
     if differing:
@@ -159,17 +190,17 @@ def _check_same_run(saved: DistillConfig, config: DistillConfig, out: Path) -> N
 
 
 def _save_policy(distiller: Distiller, path: Path, metrics: dict[str, Any]) -> None:
-    import datetime
     cfg = distiller.config
     provenance = {"dataset": cfg.data.name,
-                  "method": (f"augdistill distill --policy {cfg.policy.mode} (ipc {cfg.synthetic.ipc}, "
-                             f"{distiller.iteration} outer iterations, width weight {cfg.policy.width_weight})"),
+                  "method": (f"augdistill distill --method {cfg.method.name} --policy {cfg.policy.mode} "
+                             f"(ipc {cfg.synthetic.ipc}, {distiller.iteration} outer iterations, "
+                             f"width weight {cfg.policy.width_weight})"),
                   "seed": cfg.outer.seed, "date": datetime.date.today().isoformat(), "metrics": metrics}
     save_json(distiller.policy.to_dict(provenance=provenance), path)
 
 
 def _model_for(config: DistillConfig, dataset: Dataset, device: str) -> nn.Module:
-    info = dataset.info
+    info, config = dataset.info, with_method_defaults(config)
     return build_model(config.model.name, info.image_shape, info.num_classes, mean=info.mean, std=info.std,
                        **config.model.kwargs()).to(device)
 
@@ -177,6 +208,9 @@ def _model_for(config: DistillConfig, dataset: Dataset, device: str) -> nn.Modul
 def replay_result(s: DistilledSet, config: DistillConfig, dataset: Dataset, nets: int, device: str,
                   policy: nn.Module | None = None) -> EvalResult:
     """Replay protocol on the test split; a run's policy is part of its learned steps and is replayed too."""
+    if s.lrs is None or s.schedule is None:
+        raise ConfigError(f"--protocol replay needs learned inner steps; method '{s.method}' learns none "
+                          "(use --protocol standard)")
     model = _model_for(config, dataset, device)
     augment = None
     if policy is not None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from augdistill.cli import main
-from augdistill.run import load_distilled
+from augdistill.runs import load_distilled
 
 FAST = ["--iterations", "60", "--eval-every", "30", "--final-nets", "2"]
 
@@ -109,7 +109,7 @@ def test_resume_rejects_a_changed_configuration(tmp_path):
     assert main(["distill", "--out", str(out), *FAST]) == 0
     from augdistill.config import DistillConfig, SyntheticConfig
     from augdistill.errors import CheckpointError
-    from augdistill.runner import distill_run
+    from augdistill.runs import distill_run
     with pytest.raises(CheckpointError, match="synthetic.ipc"):
         distill_run(DistillConfig(synthetic=SyntheticConfig(ipc=2)), out, resume=True)
     assert main(["distill", "--out", str(out), *FAST]) == 2  # refuses to overwrite without --resume

@@ -34,10 +34,10 @@ def plot_policy_run(run_dir: str | Path, samples: int = 8) -> list[Path]:
     import matplotlib.pyplot as plt
 
     from augdistill.augment import load_policy
-    from augdistill.checkpoint import atomic_write, load_json
+    from augdistill.runs.atomic import atomic_write, load_json
     from augdistill.errors import CheckpointError
-    from augdistill.run import METRICS_FILE, POLICY_FILE, load_config
-    from augdistill.runner import load_run_dataset
+    from augdistill.runs.layout import METRICS_FILE, POLICY_FILE, load_config
+    from augdistill.runs.jobs import load_run_dataset
 
     run_dir = Path(run_dir)
     policy = load_policy(run_dir / POLICY_FILE)

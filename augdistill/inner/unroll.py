@@ -1,9 +1,11 @@
-"""The augmentation-aware functional inner trainer shared by every objective.
+"""The augmentation-aware functional inner trainer shared by every method and objective.
 
 ``unroll`` runs ``T = steps * epochs`` SGD(-momentum) steps on a (synthetic) training set as a
 pure function of the starting parameters and keeps the autograd graph, so a loss on the
 returned θ_T back-propagates into the images, the targets (when they are soft and learnable),
-the per-step learning rates and anything the augmentation depends on.
+the per-step learning rates and anything the augmentation depends on. With
+``create_graph=False`` the same code trains a network without building any graph (evaluation,
+and the network updates between gradient-matching steps).
 
 Example:
     >>> import torch
@@ -22,67 +24,16 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from augdistill.errors import ConfigError
+from augdistill.inner.schedule import InnerSchedule
 from augdistill.typing import Augment, Params
 
-__all__ = ["InnerSchedule", "unroll", "inner_step_loss"]
-
-
-@dataclass(frozen=True)
-class InnerSchedule:
-    """Which synthetic images each inner step sees.
-
-    Attributes:
-        batches: one index tensor per step of an epoch; step ``t`` uses ``batches[t % steps]``.
-        epochs: passes over ``batches``. The total number of steps is ``len(batches) * epochs``
-            and is the number of learning rates ``unroll`` expects.
-    """
-
-    batches: tuple[Tensor, ...]
-    epochs: int
-
-    @property
-    def steps(self) -> int:
-        return len(self.batches)
-
-    @property
-    def total_steps(self) -> int:
-        return len(self.batches) * self.epochs
-
-    @staticmethod
-    def full_batch(num_images: int, steps: int, epochs: int) -> "InnerSchedule":
-        """Every step sees all ``num_images`` images (the usual choice at 1-10 images per class)."""
-        _check_positive(steps=steps, epochs=epochs, num_images=num_images)
-        everything = torch.arange(num_images)
-        return InnerSchedule(tuple(everything for _ in range(steps)), epochs)
-
-    @staticmethod
-    def class_chunks(num_classes: int, ipc: int, per_class: int, steps: int, epochs: int) -> "InnerSchedule":
-        """Step ``s`` sees ``per_class`` images of every class: chunk ``s mod (ipc / per_class)``.
-
-        Images are stored class-major (index ``c * ipc + i``), as :class:`SyntheticSet` keeps them.
-        """
-        _check_positive(steps=steps, epochs=epochs, ipc=ipc, per_class=per_class)
-        if ipc % per_class:
-            raise ConfigError(f"images per class ({ipc}) must be a multiple of the per-step batch ({per_class})")
-        chunks = ipc // per_class
-        base = torch.arange(num_classes)[:, None] * ipc
-        batches = tuple((base + (s % chunks) * per_class + torch.arange(per_class)).flatten()
-                        for s in range(steps))
-        return InnerSchedule(batches, epochs)
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if value < 1:
-            raise ConfigError(f"{name} must be >= 1, got {value}")
+__all__ = ["unroll", "inner_step_loss"]
 
 
 def inner_step_loss(model: nn.Module, params: Params, x: Tensor, targets: Tensor) -> Tensor:
@@ -105,7 +56,7 @@ def unroll(model: nn.Module, params: Params, images: Tensor, targets: Tensor, lr
         momentum: heavy-ball momentum μ (``v ← μ v + g``, ``θ ← θ − lr v``); float or 0-d tensor.
         augment: ``augment(batch, t)`` applied to each step's minibatch (``t`` = global step index).
         create_graph: keep the graph of every step (needed for hypergradients). With ``False`` the
-            result is detached and no graph is built (evaluation).
+            result is detached and no graph is built (evaluation, plain training).
 
     Returns:
         θ_T as a new dict; with ``create_graph`` it is differentiable w.r.t. ``params``,
@@ -117,9 +68,10 @@ def unroll(model: nn.Module, params: Params, images: Tensor, targets: Tensor, lr
     names = list(params)
     theta = [p if p.requires_grad else p.detach().requires_grad_() for p in params.values()]
     velocity: list[Tensor] | None = None
+    batches = schedule.on(images.device)
     with torch.enable_grad():
         for t in range(schedule.total_steps):
-            idx = schedule.batches[t % schedule.steps].to(images.device)
+            idx = batches[t % schedule.steps]
             x = images[idx]
             if augment is not None:
                 x = augment(x, t)

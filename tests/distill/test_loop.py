@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from augdistill.config import DistillConfig, OuterConfig, SyntheticConfig
+from augdistill.config import DistillConfig, MethodConfig, OuterConfig, SyntheticConfig
 from augdistill.errors import TrainingDivergedError
-from augdistill.evaluate import replay_accuracies
-from augdistill.outer import Distiller
+from augdistill.train import replay_accuracies
+from augdistill.distill import Distiller
 
 
 def _config(**outer) -> DistillConfig:
@@ -18,8 +18,8 @@ def _config(**outer) -> DistillConfig:
 
 
 def _test_replay(d: Distiller, nets: int = 5) -> torch.Tensor:
-    s = d.synthetic
-    return replay_accuracies(d.model, s.images.detach(), s.targets().detach(), s.lrs().detach(), d.schedule,
+    s, recipe = d.synthetic, d.method.replay_recipe()
+    return replay_accuracies(d.model, s.decode().detach(), s.targets().detach(), recipe.lrs, recipe.schedule,
                              d.data.test, list(range(nets)))
 
 
@@ -38,27 +38,29 @@ def test_random_init_distillation_on_digits_beats_real_images(digits):
 def test_fixed_init_trains_its_own_initialisation(digits):
     d = Distiller(_config(init="fixed", num_inits=1, iterations=150), digits)
     d.fit(150)
-    s = d.synthetic
+    s, recipe = d.synthetic, d.method.replay_recipe()
     from augdistill.inner import unroll
-    from augdistill.evaluate import accuracy
-    theta = unroll(d.model, d.fixed_theta, s.images.detach(), s.targets().detach(), s.lrs().detach(), d.schedule,
-                   create_graph=False)
+    from augdistill.train import accuracy
+    theta = unroll(d.model, d.method.fixed_theta, s.decode().detach(), s.targets().detach(), recipe.lrs,
+                   recipe.schedule, create_graph=False)
     assert accuracy(d.model, d.data.test.x, d.data.test.y, params=theta) > 0.85
 
 
 def test_learned_labels_and_lrs_get_gradients_and_respect_the_cap(digits):
-    cfg = dataclasses.replace(_config(), synthetic=SyntheticConfig(learn_labels=True, lr_cap=0.3, lr_init=0.2))
+    cfg = dataclasses.replace(_config(), synthetic=SyntheticConfig(learn_labels=True),
+                              method=MethodConfig(lr_cap=0.3, lr_init=0.2))
     d = Distiller(cfg, digits)
-    before = {k: v.detach().clone() for k, v in d.synthetic.named_parameters()}
+    learned = list(d.synthetic.named_parameters()) + list(d.method.named_parameters())
+    before = {k: v.detach().clone() for k, v in learned}
     for _ in range(30):
         d.step()
-    for name, p in d.synthetic.named_parameters():
+    for name, p in learned:
         assert not torch.equal(before[name], p), name
-    assert float(d.synthetic.lrs().detach().max()) < 0.3
+    assert float(d.method.lrs().detach().max()) < 0.3
 
 
 def test_resume_from_state_dict_is_exact(digits, tmp_path):
-    from augdistill.checkpoint import load_tensors, save_tensors
+    from augdistill.runs.atomic import load_tensors, save_tensors
     straight = Distiller(_config(), digits)
     for _ in range(6):
         straight.step()
@@ -72,7 +74,7 @@ def test_resume_from_state_dict_is_exact(digits, tmp_path):
         resumed.step()
     assert resumed.iteration == 6
     assert torch.equal(resumed.synthetic.images, straight.synthetic.images)
-    assert torch.equal(resumed.synthetic.raw_lrs, straight.synthetic.raw_lrs)
+    assert torch.equal(resumed.method.raw_lrs, straight.method.raw_lrs)
 
 
 def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_state(digits):
@@ -80,7 +82,7 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_state(digit
     d.step()
     good = d.synthetic.images.detach().clone()
     with torch.no_grad():
-        d.synthetic.raw_lrs[0] = float("nan")
+        d.method.raw_lrs[0] = float("nan")
     with pytest.raises(TrainingDivergedError, match="outer step 2"):
         d.step()
     assert torch.equal(d.synthetic.images, good)

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from augdistill.checkpoint import atomic_write  # noqa: E402
+from augdistill.runs.atomic import atomic_write  # noqa: E402
 
 __all__ = ["save_image_grid", "save_curves"]
 

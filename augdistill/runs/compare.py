@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from augdistill.augment import dsa_policy
-from augdistill.checkpoint import save_json
+from augdistill.runs.atomic import save_json
 from augdistill.config import DistillConfig
-from augdistill.runner import distill_run, evaluate_run
+from augdistill.runs.jobs import distill_run, evaluate_run
 
 __all__ = ["compare_policies", "DSA_POLICY_FILE", "format_table"]
 

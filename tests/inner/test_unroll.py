@@ -10,7 +10,7 @@ from torch.func import functional_call
 from augdistill.errors import ConfigError
 from augdistill.inner import InnerSchedule, unroll
 from augdistill.models import build_model, sample_params
-from augdistill.reference import higher_hypergradients
+from augdistill.testing import higher_hypergradients
 
 
 def _problem(dtype=torch.float32, soft=False, seed=0):

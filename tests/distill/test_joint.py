@@ -9,10 +9,11 @@ import torch
 from augdistill.augment import build_policy
 from augdistill.config import DataConfig, DistillConfig, OuterConfig, PolicyConfig, SyntheticConfig
 from augdistill.data import load_dataset
-from augdistill.inner import InnerSchedule, unroll
-from augdistill.distill.objectives import AugmentedRealLoss, RealLoss
+from augdistill.distill import Distiller
+from augdistill.distill.methods.wang import real_loss
+from augdistill.distill.policy_objective import PolicyObjective
+from augdistill.inner import InnerSchedule, StepAugment, unroll
 from augdistill.models import build_model, sample_params
-from augdistill.outer import Distiller
 
 OPS = ["rotate", "translate-x", "scale", "brightness", "hflip"]
 
@@ -66,13 +67,14 @@ def test_policy_hypergradient_matches_finite_differences():
     lrs = torch.full((3,), 0.5, dtype=torch.float64)
     policy = build_policy([{"name": "rotate", "probability": 1.0, "magnitude": 40.0},
                            {"name": "translate-x", "probability": 1.0, "magnitude": 0.1}], image_size=(8, 8))
-    draws = [policy.sample(6, generator=g) for _ in range(3)] + [policy.sample(9, generator=g)]
+    draws = [policy.sample(6, generator=g) for _ in range(3)]
+    real_draw = StepAugment(policy, policy.sample(3, generator=g), g, g)  # siamese: one draw per class
+    objective = PolicyObjective(policy, PolicyConfig(mode="learn", width_weight=0.3))
 
     def joint_loss() -> torch.Tensor:
         theta = unroll(net, theta0, images, labels, lrs, schedule,
                        augment=lambda x, t: policy(x.double(), params=draws[t]))
-        aug = AugmentedRealLoss(lambda x: policy(x, params=draws[3]), policy.width, width_weight=0.3)
-        return RealLoss()(net, theta, x_real, y_real) + aug(net, theta, x_real, y_real)
+        return real_loss(net, theta, x_real, y_real) + objective(net, theta, x_real, y_real, real_draw)
 
     high = policy.ops[0].high
     (analytic,) = torch.autograd.grad(joint_loss(), [high])

@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from augdistill.config import (DataConfig, DistillConfig, InnerConfig, ModelConfig, OuterConfig, PolicyConfig,
-                               SyntheticConfig)
+from augdistill.config import (DataConfig, DistillConfig, InnerConfig, MethodConfig, ModelConfig, OuterConfig,
+                               PolicyConfig, SyntheticConfig)
 from augdistill.errors import AugdistillError
 
 __all__ = ["main", "build_parser"]
@@ -23,15 +23,17 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = _DEFAULTS
     p.add_argument("--dataset", default=d.data.name, help="digits | digits-rot | fashion-mnist | mnist | cifar10")
+    p.add_argument("--method", default=d.method.name, help="wang (Wang et al. 2018)")
+    p.add_argument("--param", default=d.synthetic.param, help="how the synthetic set is stored: pixels")
     p.add_argument("--data-root", default=None, help="folder holding the dataset files")
     p.add_argument("--out", default=None, help="run directory (default: runs/DATASET-ipcK)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--ipc", type=int, default=d.synthetic.ipc, help="synthetic images per class")
     p.add_argument("--syn-init", default=d.synthetic.init, choices=("real", "noise"))
     p.add_argument("--learn-labels", action="store_true", help="learn soft labels")
-    p.add_argument("--lr-init", type=float, default=d.synthetic.lr_init, help="initial inner learning rate")
-    p.add_argument("--lr-cap", type=float, default=d.synthetic.lr_cap, help="upper bound of learned inner lrs")
-    p.add_argument("--model", default=d.model.name, help="convnet | lenet | mlp")
+    p.add_argument("--lr-init", type=float, default=d.method.lr_init, help="wang: initial inner learning rate")
+    p.add_argument("--lr-cap", type=float, default=d.method.lr_cap, help="wang: upper bound of learned inner lrs")
+    p.add_argument("--model", default=None, help="convnet | lenet | mlp (default: the method's network)")
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--depth", type=int, default=None)
     p.add_argument("--norm", default=None, help="convnet norm: instance | group | batch | none")
@@ -45,11 +47,19 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default=d.outer.init, choices=("random", "fixed"), help="θ₀ mode")
     p.add_argument("--num-inits", type=int, default=d.outer.num_inits, help="θ₀ draws per outer step")
     p.add_argument("--real-per-class", type=int, default=d.outer.real_per_class)
-    p.add_argument("--lr-images", type=float, default=d.outer.lr_images)
+    p.add_argument("--optimizer", default=None, choices=("adam", "sgd"),
+                   help="optimiser of the synthetic set (default: the method's)")
+    p.add_argument("--lr-images", type=float, default=None, help="learning rate of the stored tensors "
+                   "(default: the method's)")
+    p.add_argument("--sgd-momentum", type=float, default=d.outer.sgd_momentum)
     p.add_argument("--lr-lrs", type=float, default=d.outer.lr_lrs)
     p.add_argument("--lr-labels", type=float, default=d.outer.lr_labels)
     p.add_argument("--grad-clip", type=float, default=d.outer.grad_clip)
     p.add_argument("--seed", type=int, default=d.outer.seed)
+    p.add_argument("--validation", default=None, choices=("replay", "standard"),
+                   help="how the best iteration is selected on the validation split (default: the method's)")
+    p.add_argument("--val-epochs", type=int, default=d.outer.val_epochs,
+                   help="epochs of the standard-protocol networks trained for validation")
     p.add_argument("--policy", default=d.policy.mode, choices=("none", "fixed", "learn"))
     p.add_argument("--policy-init", default=None, help="policy JSON to start from (or to keep fixed)")
     p.add_argument("--ops", default=",".join(d.policy.ops), help="comma-separated ops of a learned policy")
@@ -59,33 +69,38 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aug-copies", type=int, default=d.policy.copies, help="J augmented copies of the real batch")
     p.add_argument("--siamese", action="store_true",
                    help="one augmentation draw per class shared by real and synthetic images (DSA)")
+    p.add_argument("--policy-inner-steps", type=int, default=d.policy.inner_steps,
+                   help="inner steps of the policy objective's own unroll (methods that do not unroll)")
+    p.add_argument("--policy-inner-lr", type=float, default=d.policy.inner_lr)
     p.add_argument("--device", default="cpu")
     p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--eval-every", type=int, default=100, help="validation replay every N iterations (0: off)")
+    p.add_argument("--eval-every", type=int, default=100, help="validate every N iterations (0: off)")
     p.add_argument("--final-nets", type=int, default=5, help="fresh nets for the final test replay (0: skip)")
 
 
 def _config_from_args(a: argparse.Namespace) -> DistillConfig:
     return DistillConfig(
         data=DataConfig(name=a.dataset, root=a.data_root),
+        method=MethodConfig(name=a.method, lr_init=a.lr_init, lr_cap=a.lr_cap),
         model=ModelConfig(name=a.model, width=a.width, depth=a.depth, norm=a.norm),
-        synthetic=SyntheticConfig(ipc=a.ipc, init=a.syn_init, learn_labels=a.learn_labels, lr_init=a.lr_init,
-                                  lr_cap=a.lr_cap),
+        synthetic=SyntheticConfig(ipc=a.ipc, init=a.syn_init, learn_labels=a.learn_labels, param=a.param),
         inner=InnerConfig(steps=a.inner_steps, epochs=a.inner_epochs, batch_per_class=a.batch_per_class,
                           momentum=a.momentum),
         outer=OuterConfig(iterations=_DEFAULTS.outer.iterations if a.iterations is None else a.iterations,
-                          init=a.init, num_inits=a.num_inits,
-                          real_per_class=a.real_per_class, lr_images=a.lr_images, lr_lrs=a.lr_lrs,
-                          lr_labels=a.lr_labels, grad_clip=a.grad_clip, seed=a.seed),
+                          init=a.init, num_inits=a.num_inits, real_per_class=a.real_per_class,
+                          optimizer=a.optimizer, lr_images=a.lr_images, sgd_momentum=a.sgd_momentum,
+                          lr_lrs=a.lr_lrs, lr_labels=a.lr_labels, grad_clip=a.grad_clip, seed=a.seed,
+                          validation=a.validation, val_epochs=a.val_epochs),
         policy=PolicyConfig(mode=a.policy, ops=tuple(o for o in a.ops.split(",") if o), init_file=a.policy_init,
                             lr=a.policy_lr, width_weight=a.width_weight, aug_weight=a.aug_weight,
-                            copies=a.aug_copies, siamese=a.siamese),
+                            copies=a.aug_copies, siamese=a.siamese, inner_steps=a.policy_inner_steps,
+                            inner_lr=a.policy_inner_lr),
     )
 
 
 def _run_distill(a: argparse.Namespace) -> int:
-    from augdistill.run import load_config
-    from augdistill.runner import distill_run
+    from augdistill.runs.layout import load_config
+    from augdistill.runs.jobs import distill_run
     config = _config_from_args(a)
     out = Path(a.out) if a.out else Path("runs") / f"{config.data.name}-ipc{config.synthetic.ipc}"
     if a.resume:  # continue with the saved configuration; only the iteration budget may change
@@ -94,8 +109,8 @@ def _run_distill(a: argparse.Namespace) -> int:
         config = replace(saved, outer=replace(saved.outer, iterations=iterations))
     metrics = distill_run(config, out, resume=a.resume, device=a.device, checkpoint_every=a.checkpoint_every,
                           eval_every=a.eval_every, final_nets=a.final_nets)
-    summary = {"out": str(out), "dataset": metrics["dataset"], "ipc": metrics["ipc"],
-               "selected_iteration": metrics["selected_iteration"]}
+    summary = {"out": str(out), "dataset": metrics["dataset"], "ipc": metrics["ipc"], "method": metrics["method"],
+               "selected_iteration": metrics["selected_iteration"], "selected_val_acc": metrics["selected_val_acc"]}
     if "test_replay" in metrics:
         r = metrics["test_replay"]
         print(f"{out}: replay test accuracy {100 * r['mean']:.2f} ± {100 * r['std']:.2f}% "
@@ -117,8 +132,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(a: argparse.Namespace) -> int:
-    from augdistill.run import load_config
-    from augdistill.runner import evaluate_run
+    from augdistill.runs.layout import load_config
+    from augdistill.runs.jobs import evaluate_run
     result = evaluate_run(a.run_dir, a.protocol, nets=a.nets, device=a.device, epochs=a.epochs,
                           with_policy=a.with_policy)
     config = load_config(a.run_dir)
@@ -139,7 +154,7 @@ def _add_show(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_show(a: argparse.Namespace) -> int:
-    from augdistill.runner import draw_run
+    from augdistill.runs.jobs import draw_run
     for path in draw_run(a.run_dir):
         print(path)
     return 0
@@ -151,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distill(sub)
     _add_evaluate(sub)
     _add_show(sub)
-    from augdistill.policy_cli import add_policy_commands
+    from augdistill.cli.policy import add_policy_commands
     add_policy_commands(sub)
     return parser
 

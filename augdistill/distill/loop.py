@@ -1,0 +1,257 @@
+"""The method-agnostic outer loop: sample a real batch and the step's augmentation, ask the method for
+its loss, update the synthetic set, the method's own tensors and the policy; validate, select, resume.
+
+:class:`Distiller` owns everything one run learns (the synthetic set, the method's tensors, optionally a
+learnable augmentation policy), their optimisers, the seeded random streams and the history, so that a
+checkpoint of :meth:`Distiller.state_dict` resumes the run exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from augdistill.augment import policy_param_groups
+from augdistill.config import DistillConfig
+from augdistill.data import ClassBalancedSampler, Dataset, take_per_class
+from augdistill.distill.methods import Method, MethodEnv, OuterBatch, method_class, with_method_defaults
+from augdistill.distill.policy_objective import PolicyObjective
+from augdistill.distill.synthetic import PARAMETERISATIONS, SyntheticData
+from augdistill.distill.validation import validation_accuracies
+from augdistill.errors import ConfigError, TrainingDivergedError
+from augdistill.inner import AugmentStream
+from augdistill.models import build_model
+
+__all__ = ["Distiller", "StepStats", "STREAMS"]
+
+#: Offsets that give every random stream of a run its own generator seeded from one ``seed``.
+STREAMS = {"data": 0, "init": 1, "syn_aug": 2, "real_aug": 3, "synthetic": 4, "fixed_theta": 5, "method": 6,
+           "policy": 7}
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What one outer step measured (host floats, read once per step)."""
+
+    iteration: int
+    loss: float
+    metrics: dict[str, float]
+    policy_width: float | None
+
+
+class Distiller:
+    """Learns a synthetic set (and optionally an augmentation policy) with any :class:`Method`.
+
+    Args:
+        config: the whole run's configuration (``None`` fields take the method's defaults).
+        dataset: real data; ``train`` drives the outer loss, ``val`` selects the best iteration.
+        policy: an augmentation policy module (``sample``/``forward(x, params=)``/``width``), used when
+            ``config.policy.mode`` is ``fixed`` or ``learn``.
+        device: where every tensor lives.
+
+    Example:
+        >>> from augdistill.data import load_dataset
+        >>> d = Distiller(DistillConfig(), load_dataset("digits"))
+        >>> stats = d.step()
+        >>> stats.iteration
+        1
+    """
+
+    def __init__(self, config: DistillConfig, dataset: Dataset, *, policy: nn.Module | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        config = with_method_defaults(config)
+        self.config = config
+        self.device = torch.device(device)
+        self.data = dataset.to(self.device)
+        info = dataset.info
+        self.model = build_model(config.model.name, info.image_shape, info.num_classes, mean=info.mean,
+                                 std=info.std, **config.model.kwargs()).to(self.device)
+        self.generators = {name: torch.Generator().manual_seed(config.outer.seed * 1000 + offset)
+                           for name, offset in STREAMS.items()}
+        self.sampler = ClassBalancedSampler(self.data.train.x, self.data.train.y, info.num_classes)
+        self.synthetic = self._build_synthetic()
+        self.method: Method = method_class(config.method.name)(
+            MethodEnv(config, self.model, self.synthetic, info, self.generators, self.device))
+        self.optimizer = self._build_optimizer()
+        self.policy = self._setup_policy(policy)
+        learn = self.policy is not None and config.policy.mode == "learn"
+        self.policy_optimizer = (torch.optim.Adam(policy_param_groups(self.policy, config.policy.lr))
+                                 if learn else None)
+        self.policy_objective = PolicyObjective(self.policy, config.policy) if learn else None
+        self.stream = AugmentStream(self.policy, self.generators["syn_aug"], self.generators["real_aug"],
+                                    num_classes=info.num_classes, siamese=config.policy.siamese, device=self.device)
+        self.iteration = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"val_acc": -1.0, "iteration": 0, "state": None}
+
+    # -- construction -------------------------------------------------------------------------
+    def _build_synthetic(self) -> SyntheticData:
+        cfg, info = self.config.synthetic, self.data.info
+        if cfg.param not in PARAMETERISATIONS:
+            raise ConfigError(f"unknown --param '{cfg.param}'; expected one of {', '.join(PARAMETERISATIONS)}")
+        if cfg.init == "real":
+            images, _ = take_per_class(self.data.train.x, self.data.train.y, info.num_classes, cfg.ipc,
+                                       seed=self.config.outer.seed)
+        else:
+            images = torch.rand((info.num_classes * cfg.ipc, *info.image_shape),
+                                generator=self.generators["synthetic"]).to(self.device)
+        synthetic = PARAMETERISATIONS[cfg.param].from_real(images, info.num_classes, learn_labels=cfg.learn_labels,
+                                                           config=self.config)
+        synthetic.check_budget()
+        return synthetic.to(self.device)
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        outer = self.config.outer
+        groups = self.synthetic.image_groups(outer.lr_images) + self.method.param_groups()
+        if self.synthetic.label_logits is not None:
+            groups.append({"params": [self.synthetic.label_logits], "lr": outer.lr_labels})
+        if outer.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=outer.lr_images, momentum=outer.sgd_momentum)
+        return torch.optim.Adam(groups)
+
+    def _setup_policy(self, policy: nn.Module | None) -> nn.Module | None:
+        mode = self.config.policy.mode
+        if mode == "none":
+            return None
+        if policy is None:
+            raise ConfigError(f"policy mode '{mode}' needs a policy module")
+        policy = policy.to(self.device).train()
+        policy.requires_grad_(mode == "learn")
+        return policy
+
+    def learned_parameters(self) -> list[Tensor]:
+        """Every tensor the outer loop updates (synthetic set, method, policy when learned), in a fixed order."""
+        learned = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.policy_optimizer is not None:
+            learned += list(self.policy.parameters())
+        return learned
+
+    # -- one outer step -------------------------------------------------------------------------
+    def step(self) -> StepStats:
+        """One outer iteration: back-propagate the method's loss parts (plus the policy objective), then update."""
+        cfg = self.config
+        x_real, y_real = self.sampler.sample(cfg.outer.real_per_class, self.generators["data"])
+        batch = OuterBatch(x_real, y_real, self.stream.step(), self.iteration)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.policy_optimizer is not None:
+            self.policy_optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        policy_learned = False
+        for part in self.method.losses(batch):
+            loss = part.loss
+            if self.policy_objective is not None and part.theta is not None:
+                loss = loss + part.weight * self.policy_objective(self.model, part.theta, x_real, y_real,
+                                                                  batch.augment)
+                policy_learned = True
+            loss.backward()
+            total = total + loss.detach()
+        if self.policy_objective is not None and not policy_learned:
+            loss = self.policy_objective.standalone(self.model, self.synthetic, x_real, y_real, batch.augment,
+                                                    self.generators["policy"])
+            loss.backward()
+            total = total + loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.learned_parameters(), cfg.outer.grad_clip)
+        loss_value, norm_value = float(total), float(grad_norm)  # one host sync per outer step
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            raise TrainingDivergedError(
+                f"outer step {self.iteration + 1}: loss={loss_value}, gradient norm={norm_value}; "
+                "try a new run with lower --lr-images, --lr-lrs or --lr-cap")
+        self.optimizer.step()
+        if self.policy_optimizer is not None:
+            self.policy_optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in self.method.parameters()):
+            raise TrainingDivergedError(f"outer step {self.iteration + 1}: a learned step size is not finite")
+        self.method.after_update(batch)
+        self.iteration += 1
+        metrics = {k: float(v) for k, v in self.method.step_metrics().items()}
+        width = float(self.policy.width().detach()) if self.policy is not None else None
+        stats = StepStats(self.iteration, loss_value, metrics, width)
+        self.history.append({"iteration": stats.iteration, "loss": stats.loss, **metrics, **self._policy_snapshot()})
+        return stats
+
+    def _policy_snapshot(self) -> dict[str, Any]:
+        if self.policy is None:
+            return {}
+        return {"policy_magnitudes": {k: [float(b) for b in v] for k, v in self.policy.magnitudes().items()},
+                "policy_probabilities": {k: float(v) for k, v in self.policy.probabilities().items()}}
+
+    def fit(self, iterations: int | None = None, *, eval_every: int = 0, eval_nets: int = 3,
+            on_step: Callable[[StepStats, float | None], None] | None = None) -> "Distiller":
+        """Run outer steps until ``iterations`` (default ``config.outer.iterations``), continuing from
+        the current iteration.
+
+        Every ``eval_every`` steps (and at the end) the validation accuracy is measured and the best
+        state kept; call :meth:`restore_best` afterwards to use it. ``on_step(stats, val_acc)`` runs
+        after each step *and* its validation (``val_acc`` is ``None`` when it did not run), so a
+        checkpoint written there holds a complete iteration.
+        """
+        iterations = self.config.outer.iterations if iterations is None else iterations
+        while self.iteration < iterations:
+            stats = self.step()
+            val_acc = None
+            if eval_every and (self.iteration % eval_every == 0 or self.iteration == iterations):
+                val_acc = self.validate(eval_nets)
+            if on_step is not None:
+                on_step(stats, val_acc)
+        return self
+
+    # -- validation and selection ---------------------------------------------------------------
+    def validate(self, nets: int = 3) -> float:
+        """Mean validation accuracy of ``nets`` fresh networks (``config.outer.validation``); keeps the best state."""
+        with torch.no_grad():
+            images, targets = self.synthetic.decode().detach(), self.synthetic.targets().detach()
+        policy = self.policy
+        if policy is not None and self.config.outer.validation == "standard":
+            policy = copy.deepcopy(policy).requires_grad_(False)
+        accs = validation_accuracies(self.config.outer.validation, model=self.model, images=images, targets=targets,
+                                     recipe=self.method.replay_recipe(), val=self.data.val, info=self.data.info,
+                                     nets=nets, epochs=self.config.outer.val_epochs, policy=policy)
+        val_acc = float(accs.mean())
+        self.history.append({"iteration": self.iteration, "val_acc": val_acc})
+        if val_acc > self.best["val_acc"]:
+            self.best = {"val_acc": val_acc, "iteration": self.iteration, "state": copy.deepcopy(self._learned_state())}
+        return val_acc
+
+    def _learned_state(self) -> dict[str, Any]:
+        return {"synthetic": self.synthetic.state_dict(), "method": self.method.state_dict(),
+                "policy": self.policy.state_dict() if self.policy is not None else None}
+
+    def _load_learned_state(self, state: dict[str, Any]) -> None:
+        self.synthetic.load_state_dict(state["synthetic"])
+        self.method.load_state_dict(state["method"])
+        if self.policy is not None and state["policy"] is not None:
+            self.policy.load_state_dict(state["policy"])
+
+    def restore_best(self) -> None:
+        """Load the state selected on the validation split (no-op if :meth:`validate` never ran)."""
+        if self.best["state"] is not None:
+            self._load_learned_state(self.best["state"])
+
+    # -- checkpointing --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly: learned tensors, optimisers, RNG streams, history."""
+        return {
+            "iteration": self.iteration,
+            **self._learned_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "policy_optimizer": self.policy_optimizer.state_dict() if self.policy_optimizer is not None else None,
+            "generators": {k: g.get_state() for k, g in self.generators.items()},
+            "history": self.history,
+            "best": self.best,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.iteration = int(state["iteration"])
+        self._load_learned_state(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.policy_optimizer is not None:
+            self.policy_optimizer.load_state_dict(state["policy_optimizer"])
+        for k, g in self.generators.items():
+            g.set_state(state["generators"][k])
+        self.history = list(state["history"])
+        self.best = dict(state["best"])

@@ -1,0 +1,60 @@
+"""Selection on the validation split: how good is the current synthetic set?
+
+Two ways, chosen per method (``OuterConfig.validation``):
+
+* ``replay`` — fresh θ₀, then exactly the learned inner steps (methods that learn them, Wang et al.);
+* ``standard`` — train fresh evaluation networks (ConvNet-3, instance norm; the standard protocol
+  shortened to ``val_epochs``) on the decoded set, with the run's policy if it has one.
+
+Validation draws its augmentation and its networks from fixed seeds of its own, never from a
+training stream, so selecting does not change what is learned.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from augdistill.data import DatasetInfo, Split
+from augdistill.distill.methods import ReplayRecipe
+from augdistill.errors import ConfigError
+from augdistill.train.evaluate import StandardProtocol, replay_accuracies, standard_accuracies
+
+__all__ = ["validation_accuracies", "VALIDATION_SEED", "policy_augment"]
+
+#: Validation and evaluation draw their augmentation and networks from their own fixed stream.
+VALIDATION_SEED = 10_000
+
+
+def policy_augment(policy: nn.Module, generator: torch.Generator):  # noqa: ANN201 - a closure
+    """``augment(x, *_)``: a fresh draw of ``policy`` from ``generator`` for every call, applied to ``x``.
+
+    Fits both the inner trainer's ``augment(x, step)`` and a plain ``augment(x)``.
+    """
+    def augment(x: Tensor, *_: object) -> Tensor:
+        return policy(x, params=policy.sample(x.shape[0], generator=generator, device=x.device))
+    return augment
+
+
+def validation_accuracies(kind: str, *, model: nn.Module, images: Tensor, targets: Tensor,
+                          recipe: ReplayRecipe | None, val: Split, info: DatasetInfo, nets: int, epochs: int,
+                          policy: nn.Module | None) -> Tensor:
+    """Accuracies ``(nets,)`` on ``val`` of networks trained on ``images`` / ``targets`` (detached).
+
+    Args:
+        kind: ``replay`` (needs ``recipe``) or ``standard``.
+        model: the distillation network (replay).
+        policy: augmentation applied while training (replay: the learned steps are augmented as in
+            training; standard: the evaluation networks train with it).
+        epochs: standard-protocol epochs.
+    """
+    seeds = [VALIDATION_SEED + i for i in range(nets)]
+    augment = (policy_augment(policy, torch.Generator().manual_seed(VALIDATION_SEED))
+               if policy is not None else None)
+    if kind == "replay":
+        if recipe is None:
+            raise ConfigError("--validation replay needs a method that learns its inner steps (wang); "
+                              "use --validation standard")
+        return replay_accuracies(model, images, targets, recipe.lrs, recipe.schedule, val, seeds,
+                                 momentum=recipe.momentum, augment=augment)
+    return standard_accuracies(images, targets, info, val, seeds, StandardProtocol(epochs=epochs), augment)

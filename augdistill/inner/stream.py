@@ -1,0 +1,114 @@
+"""Augmentation draws for one outer step, handed to a method explicitly.
+
+An :class:`AugmentStream` owns the policy and the two generators that augmentation draws from.
+Each outer step asks it for a :class:`StepAugment`: with ``siamese`` it holds one draw per class
+(DSA's siamese augmentation: every real and every synthetic image of class ``c`` gets the draw of
+class ``c``), otherwise every call draws afresh (synthetic batches from one generator, real batches
+from the other). Nothing travels through hidden attributes: the draw is a field of the value the
+method receives.
+
+Example:
+    >>> import torch
+    >>> from augdistill.augment import build_policy
+    >>> policy = build_policy(["rotate"], image_size=(8, 8), probability=1.0)
+    >>> stream = AugmentStream(policy, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1),
+    ...                        num_classes=2, siamese=True)
+    >>> aug = stream.step()
+    >>> x, labels = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
+    >>> torch.equal(aug.real(x, labels), aug.synthetic(x, labels))
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+__all__ = ["AugmentStream", "StepAugment", "select_rows"]
+
+
+def select_rows(draw: Any, rows: Tensor) -> Any:
+    """The same augmentation draw re-indexed along its batch dimension (``None`` fields stay ``None``)."""
+    return type(draw)(**{f.name: None if getattr(draw, f.name) is None else getattr(draw, f.name)[rows]
+                         for f in dataclasses.fields(draw)})
+
+
+@dataclass(frozen=True)
+class StepAugment:
+    """How one outer step augments its real and synthetic batches.
+
+    Attributes:
+        policy: the augmentation policy, or ``None`` (both calls are then the identity).
+        class_draw: one draw per class (``num_classes`` rows) when siamese, else ``None``.
+        synthetic_generator, real_generator: where fresh (non-siamese) draws come from.
+        policy_grad: whether the result carries gradient to the policy's parameters. Matching
+            methods take a :meth:`frozen` view so that their loss cannot move the policy (the policy
+            learns only from the augmentation objective).
+    """
+
+    policy: nn.Module | None
+    class_draw: Any
+    synthetic_generator: torch.Generator
+    real_generator: torch.Generator
+    policy_grad: bool = True
+
+    @property
+    def active(self) -> bool:
+        return self.policy is not None
+
+    def frozen(self) -> "StepAugment":
+        """The same draws, applied with the policy's parameters detached."""
+        return dataclasses.replace(self, policy_grad=False)
+
+    def synthetic(self, x: Tensor, labels: Tensor) -> Tensor:
+        """Augment a synthetic batch ``(B, C, H, W)`` whose class ids are ``labels`` ``(B,)``."""
+        return self._apply(x, labels, self.synthetic_generator)
+
+    def real(self, x: Tensor, labels: Tensor) -> Tensor:
+        """Augment a real batch ``(B, C, H, W)`` whose class ids are ``labels`` ``(B,)``."""
+        return self._apply(x, labels, self.real_generator)
+
+    def _apply(self, x: Tensor, labels: Tensor, generator: torch.Generator) -> Tensor:
+        if self.policy is None:
+            return x
+        if self.class_draw is not None:
+            params = select_rows(self.class_draw, labels)
+        else:
+            params = self.policy.sample(x.shape[0], generator=generator, device=x.device)
+        if self.policy_grad:
+            return self.policy(x, params=params)
+        detached = {name: p.detach() for name, p in self.policy.named_parameters()}
+        return functional_call(self.policy, detached, (x,), {"params": params})
+
+
+class AugmentStream:
+    """The source of every training-time augmentation draw of a run.
+
+    Args:
+        policy: the policy module (``sample(B, generator=, device=)`` and ``forward(x, params=)``), or
+            ``None`` for no augmentation.
+        synthetic_generator: draws for synthetic batches, and the per-class siamese draws.
+        real_generator: fresh draws for real batches (non-siamese).
+        num_classes: rows of a siamese class draw.
+        siamese: one draw per class per outer step, shared by real and synthetic images.
+        device: where the draws are moved.
+    """
+
+    def __init__(self, policy: nn.Module | None, synthetic_generator: torch.Generator,
+                 real_generator: torch.Generator, *, num_classes: int, siamese: bool,
+                 device: torch.device | str = "cpu") -> None:
+        self.policy = policy
+        self.synthetic_generator, self.real_generator = synthetic_generator, real_generator
+        self.num_classes, self.siamese, self.device = num_classes, siamese, torch.device(device)
+
+    def step(self) -> StepAugment:
+        """The augmentation of one outer step (draws the per-class draw now when siamese)."""
+        draw = None
+        if self.policy is not None and self.siamese:
+            draw = self.policy.sample(self.num_classes, generator=self.synthetic_generator, device=self.device)
+        return StepAugment(self.policy, draw, self.synthetic_generator, self.real_generator)
