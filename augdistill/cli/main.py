@@ -125,26 +125,30 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     p.add_argument("--protocol", default="replay", help="replay | standard | random-subset | full-data")
     p.add_argument("--nets", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=None, help="standard protocol epochs (default 300)")
-    p.add_argument("--with-policy", action="store_true", help="train the standard-protocol nets with the run's policy.json (replay always uses it)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of the standard-protocol nets (default 300; DSA, DM and MTT report 1000)")
+    p.add_argument("--aug", default="none",
+                   help="augmentation the standard-protocol nets train with: none | dsa | run (the run's "
+                        "policy.json) | a policy JSON file (replay always replays the run's policy)")
+    p.add_argument("--with-policy", action="store_true", help="the same as --aug run")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object (with protocol, epochs, augmentation)")
 
 
 def _run_evaluate(a: argparse.Namespace) -> int:
-    from augdistill.runs.layout import load_config
     from augdistill.runs.jobs import evaluate_run
-    result = evaluate_run(a.run_dir, a.protocol, nets=a.nets, device=a.device, epochs=a.epochs,
-                          with_policy=a.with_policy)
+    from augdistill.runs.layout import load_config
+    evaluation = evaluate_run(a.run_dir, a.protocol, nets=a.nets, device=a.device, epochs=a.epochs,
+                              augment="run" if a.with_policy else a.aug)
     config = load_config(a.run_dir)
-    record = {"protocol": result.protocol, "mean": result.mean, "std": result.std, "accs": list(result.accs),
-              "nets": len(result.accs), "ipc": config.synthetic.ipc, "dataset": config.data.name,
-              "with_policy": a.with_policy}
+    record = {**evaluation.record(), "ipc": config.synthetic.ipc, "dataset": config.data.name,
+              "method": config.method.name, "param": config.synthetic.param}
     if a.json:
         print(json.dumps(record))
     else:
-        print(f"{'dataset':<14}{'ipc':>4}  {'protocol':<14}{'nets':>5}  accuracy")
-        print(f"{record['dataset']:<14}{record['ipc']:>4}  {record['protocol']:<14}{record['nets']:>5}  {result}")
+        print(f"{'dataset':<14}{'ipc':>4}  {'method':<7}{'protocol':<14}{'epochs':>7}  {'aug':<6}{'nets':>5}  accuracy")
+        print(f"{record['dataset']:<14}{record['ipc']:>4}  {record['method']:<7}{record['protocol']:<14}"
+              f"{str(record['epochs'] or '-'):>7}  {record['augmentation']:<6}{record['nets']:>5}  {evaluation.result}")
     return 0
 
 

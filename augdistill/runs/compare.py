@@ -45,7 +45,7 @@ def compare_policies(base: DistillConfig, out_root: str | Path, *, modes: Sequen
         row: dict[str, Any] = {"policy": mode, "run": str(run_dir)}
         for protocol in protocols:
             result = evaluate_run(run_dir, protocol, nets=nets, device=device, epochs=standard_epochs,
-                                  with_policy=mode != "none" and protocol == "standard")
+                                  augment="run" if mode != "none" and protocol == "standard" else "none").result
             row[protocol] = {"mean": result.mean, "std": result.std, "accs": list(result.accs)}
         rows.append(row)
         print(format_table(rows), flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +30,7 @@ from augdistill.runs.progress import Progress
 from augdistill.train.evaluate import (EvalResult, StandardProtocol, replay_accuracies, standard_accuracies,
                                        summarize)
 
-__all__ = ["distill_run", "evaluate_run", "draw_run", "PROTOCOLS", "load_run_dataset", "build_run_policy"]
+__all__ = ["distill_run", "evaluate_run", "Evaluation", "evaluation_policy", "draw_run", "PROTOCOLS", "load_run_dataset", "build_run_policy"]
 
 PROTOCOLS = ("replay", "standard", "random-subset", "full-data")
 
@@ -220,12 +221,45 @@ def replay_result(s: DistilledSet, config: DistillConfig, dataset: Dataset, nets
     return summarize("replay", accs)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """An evaluation and exactly how it was obtained (what ``evaluate --json`` prints)."""
+
+    result: EvalResult
+    protocol: str
+    epochs: int | None
+    augmentation: str
+    model: str
+
+    def record(self) -> dict[str, Any]:
+        r = self.result
+        return {"protocol": self.protocol, "mean": r.mean, "std": r.std, "accs": list(r.accs), "nets": len(r.accs),
+                "epochs": self.epochs, "augmentation": self.augmentation, "model": self.model}
+
+
+def evaluation_policy(augment: str, run_dir: Path, info: Any) -> nn.Module | None:
+    """The policy the evaluation networks train with: ``none``, ``run`` (the run's ``policy.json``),
+    ``dsa`` (DSA's fixed policy; without flips on digit datasets) or a policy JSON path."""
+    from augdistill.augment import dsa_policy, load_policy
+    if augment == "none":
+        return None
+    if augment == "run":
+        return _load_run_policy(run_dir)
+    if augment == "dsa":
+        return dsa_policy(info.image_shape[1:], flip=info.name not in ("digits", "digits-rot", "mnist"))
+    if not Path(augment).is_file():
+        raise ConfigError(f"--aug must be none, run, dsa or a policy JSON file; {augment!r} is none of these")
+    return load_policy(augment)
+
+
 def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5, device: str = "cpu",
-                 epochs: int | None = None, with_policy: bool = False) -> EvalResult:
+                 epochs: int | None = None, augment: str = "none") -> Evaluation:
     """Evaluate a run directory under ``protocol`` (one of :data:`PROTOCOLS`) with ``nets`` fresh networks.
 
-    ``replay`` always replays the run's own augmentation policy (it is part of the learned steps);
-    ``with_policy`` trains the ``standard`` / ``random-subset`` / ``full-data`` networks with it.
+    ``replay`` always replays the run's own augmentation policy (it is part of the learned steps).
+    The ``standard`` / ``random-subset`` / ``full-data`` networks (ConvNet-3 width 128, instance norm)
+    train for ``epochs`` (default 300; the DSA, DM and MTT papers use 1000) with the augmentation
+    ``augment`` (see :func:`evaluation_policy`).
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol '{protocol}'; expected one of {', '.join(PROTOCOLS)}")
@@ -234,16 +268,18 @@ def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")
-    config = load_config(run_dir)
+    config = with_method_defaults(load_config(run_dir))
     s = load_distilled(run_dir / SYNTHETIC_FILE)
     dataset = load_run_dataset(config).to(device)
     if protocol == "replay":
         policy = _load_run_policy(run_dir) if config.policy.mode != "none" else None
-        return replay_result(s, config, dataset, nets, device, policy)
+        return Evaluation(replay_result(s, config, dataset, nets, device, policy), protocol, None,
+                          "run" if policy is not None else "none", config.model.name)
     standard = StandardProtocol() if epochs is None else StandardProtocol(epochs=epochs)
+    policy = evaluation_policy(augment, run_dir, dataset.info)
     augment_std = None
-    if with_policy:
-        policy = _load_run_policy(run_dir).to(device).train().requires_grad_(False)
+    if policy is not None:
+        policy = policy.to(device).train().requires_grad_(False)
         augment_std = policy_augment(policy, torch.Generator().manual_seed(0))
     seeds = list(range(nets))
     if protocol == "standard":
@@ -253,12 +289,14 @@ def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5
     else:
         x, targets = dataset.train.x, dataset.train.y
     accs = standard_accuracies(x, targets, dataset.info, dataset.test, seeds, standard, augment_std)
-    return summarize(protocol, accs)
+    return Evaluation(summarize(protocol, accs), protocol, standard.epochs, augment,
+                      f"{standard.model.name}-{standard.model.depth}, width {standard.model.width}, "
+                      f"{standard.model.norm} norm")
 
 
 def _load_run_policy(run_dir: Path) -> nn.Module:
     from augdistill.augment import load_policy
     path = run_dir / POLICY_FILE
     if not path.is_file():
-        raise CheckpointError(f"--with-policy: {path} does not exist (distill with --policy learn or fixed)")
+        raise CheckpointError(f"--aug run: {path} does not exist (distill with --policy learn or fixed)")
     return load_policy(path)

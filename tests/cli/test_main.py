@@ -132,6 +132,6 @@ def test_policy_run_writes_a_loadable_policy_and_the_policy_commands_read_it(tmp
     capsys.readouterr()
     assert main(["evaluate", str(out), "--protocol", "standard", "--with-policy", "--nets", "1", "--epochs", "2",
                  "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["with_policy"] is True
+    assert json.loads(capsys.readouterr().out)["augmentation"] == "run"
     assert main(["distill", "--out", str(tmp_path / "bad"), "--policy", "learn", "--ops", "warp"]) == 2
     assert "warp" in capsys.readouterr().err
