@@ -170,8 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distill(sub)
     _add_evaluate(sub)
     _add_show(sub)
+    from augdistill.cli.bench import add_bench_command
     from augdistill.cli.policy import add_policy_commands
     add_policy_commands(sub)
+    add_bench_command(sub)
     return parser
 
 

@@ -16,14 +16,10 @@ from augdistill.runs.atomic import save_json
 from augdistill.config import DistillConfig
 from augdistill.runs.jobs import distill_run, evaluate_run
 
-__all__ = ["compare_policies", "DSA_POLICY_FILE", "format_table"]
-
-#: DSA's fixed augmentation, shipped with the repository.
-DSA_POLICY_FILE = Path(__file__).resolve().parent.parent / "policies" / "dsa.json"
-
+__all__ = ["compare_policies", "format_table"]
 
 def compare_policies(base: DistillConfig, out_root: str | Path, *, modes: Sequence[str] = ("none", "fixed", "learn"),
-                     dsa_file: str | Path = DSA_POLICY_FILE, nets: int = 5, standard_epochs: int | None = None,
+                     dsa_file: str | Path | None = None, nets: int = 5, standard_epochs: int | None = None,
                      device: str = "cpu", protocols: Sequence[str] = ("replay", "standard")) -> list[dict[str, Any]]:
     """Distill ``base`` once per policy mode into ``out_root/MODE`` and evaluate each.
 
@@ -31,7 +27,7 @@ def compare_policies(base: DistillConfig, out_root: str | Path, *, modes: Sequen
     also written to ``out_root/comparison.json``.
     """
     out_root = Path(out_root)
-    if "fixed" in modes and not Path(dsa_file).is_file():  # installed without the repository's policies/
+    if dsa_file is None:  # the built-in DSA policy (policies/dsa.json holds the same)
         dsa_file = out_root / "dsa.json"
         save_json(dsa_policy().to_dict(), dsa_file)
     rows = []
