@@ -15,22 +15,30 @@ Splits are fixed and documented:
 
 A validation split (``val_fraction`` of the training set, stratified, seed ``split_seed``)
 is carved from the training data: anything selected is selected on it, never on ``test``.
+
+Every file is read and validated by :mod:`augdistill.data.readers`; a loaded :class:`Dataset` is
+checked once more as a whole (finite values in ``[0, 1]``, every class in train and val, no empty
+split). Anything wrong raises one :class:`DataError` that says what and where.
 """
 
 from __future__ import annotations
 
-import gzip
 import math
-import pickle
+import numbers
+import os
+import reprlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from augdistill.data.readers import (read_cifar_binary, read_cifar_python, read_digits_csv,
+                                     read_idx_split)
 from augdistill.errors import DataError
 
 __all__ = ["DatasetInfo", "Split", "Dataset", "load_dataset", "DATASET_NAMES", "DEFAULT_FASHION_ROOT"]
@@ -42,6 +50,9 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
+_CLASS_NAMES = {"digits": DIGIT_CLASSES, "digits-rot": DIGIT_CLASSES, "fashion-mnist": FASHION_CLASSES,
+                "mnist": DIGIT_CLASSES, "cifar10": CIFAR10_CLASSES}
+DATASET_NAMES = tuple(_CLASS_NAMES)
 
 
 @dataclass(frozen=True)
@@ -92,59 +103,101 @@ class Dataset:
         return Dataset(self.train.to(device), self.val.to(device), self.test.to(device), self.info)
 
 
+@dataclass(frozen=True)
+class _Files:
+    """A dataset's train and test files as ``float32`` images ``(N, C, H, W)`` in ``[0, 1]`` and ``int64``
+    labels ``(N,)``, with ``source``, where they were read from, for error messages."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    source: str
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """``uint8`` pixels as ``float32`` in ``[0, 1]``."""
+    return x.astype(np.float32) / 255.0
+
+
 def _stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(keep, held_out)`` with ``fraction`` of every class held out (at least 1)."""
     rng = np.random.default_rng(seed)
     keep, held = [], []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        n_held = max(1, int(round(fraction * len(idx)))) if fraction > 0 else 0
+        n_held = max(1, int(round(fraction * len(idx))))
         held.append(idx[:n_held])
         keep.append(idx[n_held:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped) as a numpy array, validating its header."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot read IDX file ({e})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
-    ndim = raw[3]
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    offset = 4 + 4 * ndim
-    if len(raw) - offset != math.prod(dims):
-        raise DataError(f"{path}: IDX header says {dims} but the file holds {len(raw) - offset} bytes")
-    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+_IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def _find_file(root: Path, stem: str) -> Path | None:
+    """The first of ``root/stem[.gz]`` and ``root/raw/stem[.gz]`` that exists (a directory there is the reader's
+    to refuse)."""
     for candidate in (root / stem, root / f"{stem}.gz", root / "raw" / stem, root / "raw" / f"{stem}.gz"):
-        if candidate.is_file():
+        if candidate.exists():
             return candidate
     return None
 
 
-def _load_idx_pair(root: Path, name: str, how_to_get: str) -> tuple[np.ndarray, ...]:
-    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    paths = [_find_file(root, s) for s in stems]
-    missing = [s for s, p in zip(stems, paths) if p is None]
+def _how_to_get(name: str) -> str:
+    if name == "fashion-mnist":
+        return ("install it with `apt-get install -y dataset-fashion-mnist` "
+                f"(files land in {DEFAULT_FASHION_ROOT}) or pass --data-root")
+    return "put the IDX files under --data-root (torchvision layout: ROOT/MNIST/raw/)"
+
+
+def _load_idx(name: str, folders: tuple[Path, ...], num_classes: int) -> _Files:
+    """Read the four IDX files of the first of ``folders`` that holds training images."""
+    folder = next((f for f in folders if _find_file(f, _IDX_STEMS[0]) is not None), None)
+    if folder is None:
+        raise DataError(f"dataset '{name}' not found: looked in {', '.join(str(f) for f in folders)} "
+                        f"for {_IDX_STEMS[0]}[.gz]; {_how_to_get(name)}")
+    paths = [_find_file(folder, s) for s in _IDX_STEMS]
+    missing = [s for s, p in zip(_IDX_STEMS, paths) if p is None]
     if missing:
-        raise DataError(f"dataset '{name}' not found: looked in {root} (and {root}/raw) for "
-                        f"{', '.join(m + '[.gz]' for m in missing)}; {how_to_get}")
-    return tuple(_read_idx(p) for p in paths)  # type: ignore[arg-type]
+        raise DataError(f"dataset '{name}' not found: looked in {folder} (and {folder}/raw) for "
+                        f"{', '.join(m + '[.gz]' for m in missing)}; {_how_to_get(name)}")
+    train_images, train_labels, test_images, test_labels = paths
+    train_x, train_y = read_idx_split(train_images, train_labels, num_classes)  # type: ignore[arg-type]
+    test_x, test_y = read_idx_split(test_images, test_labels, num_classes)  # type: ignore[arg-type]
+    if test_x.shape[1:] != train_x.shape[1:]:
+        raise DataError(f"{test_images}: images are {'x'.join(map(str, test_x.shape[1:]))} pixels but those of "
+                        f"{train_images} are {'x'.join(map(str, train_x.shape[1:]))}; expected one image size")
+    return _Files(_unit(train_x[:, None]), train_y, _unit(test_x[:, None]), test_y, str(folder))
 
 
-def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    with resources.files("augdistill.data").joinpath("digits.csv.gz").open("rb") as f:
-        table = np.loadtxt(gzip.open(f), delimiter=",", dtype=np.float32)
-    x = (table[:, :64] / 16.0).reshape(-1, 1, 8, 8)
-    return x, table[:, 64].astype(np.int64)
+_CIFAR_LAYOUTS = (("cifar-10-batches-bin", ".bin", read_cifar_binary),
+                  ("cifar-10-batches-py", "", read_cifar_python))
+
+
+def _load_cifar10(root: Path, num_classes: int) -> _Files:
+    """Read the five training batches and the test batch, binary version first, then python version."""
+    for folder_name, suffix, read in _CIFAR_LAYOUTS:
+        folder = root / folder_name
+        if folder.is_dir():
+            train = [read(folder / f"data_batch_{i}{suffix}", num_classes) for i in range(1, 6)]
+            test_x, test_y = read(folder / f"test_batch{suffix}", num_classes)
+            return _Files(_unit(np.concatenate([x for x, _ in train])), np.concatenate([y for _, y in train]),
+                          _unit(test_x), test_y, str(folder))
+    looked = " and ".join(str(root / folder_name) for folder_name, _, _ in _CIFAR_LAYOUTS)
+    raise DataError(f"dataset 'cifar10' not found: looked for {looked}; "
+                    "download CIFAR-10 (binary or python version) and pass its parent folder as --data-root")
+
+
+def _load_digits(rotated: bool) -> _Files:
+    with resources.as_file(resources.files("augdistill.data").joinpath("digits.csv.gz")) as path:
+        pixels, y = read_digits_csv(path)
+    x = (pixels.astype(np.float32) / 16.0)[:, None]
+    if rotated:
+        x = _rotate(x, seed=1234)
+    train, test = _stratified_split(y, 0.3, seed=0)
+    return _Files(x[train], y[train], x[test], y[test], "the built-in digits csv")
 
 
 def _rotate(x: np.ndarray, seed: int) -> np.ndarray:
@@ -159,109 +212,67 @@ def _rotate(x: np.ndarray, seed: int) -> np.ndarray:
     return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros").clamp(0, 1).numpy()
 
 
-def _load_digits(rotated: bool) -> tuple[np.ndarray, ...]:
-    x, y = _digits_arrays()
-    if rotated:
-        x = _rotate(x, seed=1234)
-    train, test = _stratified_split(y, 0.3, seed=0)
-    return x[train], y[train], x[test], y[test]
-
-
-def _load_cifar10(root: Path) -> tuple[np.ndarray, ...]:
-    binary = root / "cifar-10-batches-bin"
-    python = root / "cifar-10-batches-py"
-    if binary.is_dir():
-        def read(name: str) -> tuple[np.ndarray, np.ndarray]:
-            path = binary / name
-            if not path.is_file():
-                raise DataError(f"dataset 'cifar10': missing {path}")
-            rec = np.fromfile(path, dtype=np.uint8)
-            if rec.size % 3073:
-                raise DataError(f"{path}: size {rec.size} is not a multiple of 3073-byte records")
-            rec = rec.reshape(-1, 3073)
-            return rec[:, 1:].reshape(-1, 3, 32, 32), rec[:, 0].astype(np.int64)
-        names = [f"data_batch_{i}.bin" for i in range(1, 6)], ["test_batch.bin"]
-    elif python.is_dir():
-        def read(name: str) -> tuple[np.ndarray, np.ndarray]:
-            path = python / name
-            if not path.is_file():
-                raise DataError(f"dataset 'cifar10': missing {path}")
-            batch = _safe_unpickle(path)
-            return (np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32),
-                    np.asarray(batch[b"labels"], dtype=np.int64))
-        names = [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]
-    else:
-        raise DataError(f"dataset 'cifar10' not found: looked for {binary} and {python}; "
-                        "download CIFAR-10 (binary or python version) and pass its parent folder "
-                        "as --data-root")
-    train = [read(n) for n in names[0]]
-    test = read(names[1][0])
-    return (np.concatenate([t[0] for t in train]).astype(np.float32) / 255.0,
-            np.concatenate([t[1] for t in train]), test[0].astype(np.float32) / 255.0, test[1])
-
-
-class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that rebuilds plain containers and numpy arrays and refuses everything else."""
-
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
-
-    def find_class(self, module: str, name: str):  # noqa: ANN201
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
-
-
-def _safe_unpickle(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            return _ArrayOnlyUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, OSError) as e:
-        raise DataError(f"{path}: not a CIFAR-10 python batch ({e})") from None
-
-
-def _how_to_get(name: str) -> str:
-    if name == "fashion-mnist":
-        return ("install it with `apt-get install -y dataset-fashion-mnist` "
-                f"(files land in {DEFAULT_FASHION_ROOT}) or pass --data-root")
-    return "put the IDX files under --data-root (torchvision layout: ROOT/MNIST/raw/)"
-
-
-def _load_raw(name: str, root: Path | None) -> tuple[tuple[np.ndarray, ...], int, tuple[str, ...]]:
-    """Return ``(train_x, train_y, test_x, test_y), channels, class_names`` as numpy arrays."""
+def _load_files(name: str, root: Path | None, num_classes: int) -> _Files:
+    """Read the train and test files of the dataset ``name`` from ``root`` (or its default place)."""
     if name in ("digits", "digits-rot"):
-        return _load_digits(rotated=name == "digits-rot"), 1, DIGIT_CLASSES
-    if name == "fashion-mnist":
-        base = root if root is not None else DEFAULT_FASHION_ROOT
-        candidates = [base, base / "FashionMNIST"]
-    elif name == "mnist":
-        if root is None:
-            raise DataError("dataset 'mnist' needs --data-root (a folder holding MNIST/raw/ or the IDX files)")
-        candidates = [root, root / "MNIST"]
-    elif name == "cifar10":
-        if root is None:
-            raise DataError("dataset 'cifar10' needs --data-root (the folder holding cifar-10-batches-bin/ "
-                            "or cifar-10-batches-py/)")
-        return _load_cifar10(root), 3, CIFAR10_CLASSES
-    else:
-        raise DataError(f"unknown dataset '{name}'; expected one of {', '.join(DATASET_NAMES)}")
+        return _load_digits(rotated=name == "digits-rot")
+    if root is None and name == "mnist":
+        raise DataError("dataset 'mnist' needs --data-root (a folder holding MNIST/raw/ or the IDX files)")
+    if root is None and name == "cifar10":
+        raise DataError("dataset 'cifar10' needs --data-root (the folder holding cifar-10-batches-bin/ "
+                        "or cifar-10-batches-py/)")
     if root is not None and not root.exists():
         raise DataError(f"--data-root {root} does not exist (dataset '{name}')")
-    for folder in candidates:
-        if _find_file(folder, "train-images-idx3-ubyte") is not None:
-            arrays = _load_idx_pair(folder, name, _how_to_get(name))
-            tx, ty, vx, vy = arrays
-            classes = FASHION_CLASSES if name == "fashion-mnist" else DIGIT_CLASSES
-            return ((tx[:, None].astype(np.float32) / 255.0, ty.astype(np.int64),
-                     vx[:, None].astype(np.float32) / 255.0, vy.astype(np.int64)), 1, classes)
-    raise DataError(f"dataset '{name}' not found: looked in {', '.join(str(c) for c in candidates)} "
-                    f"for train-images-idx3-ubyte[.gz]; {_how_to_get(name)}")
+    if root is not None and not root.is_dir():
+        raise DataError(f"--data-root {root} is not a directory; expected the folder holding dataset '{name}'")
+    if name == "cifar10":
+        return _load_cifar10(root, num_classes)  # type: ignore[arg-type]
+    base = root if root is not None else DEFAULT_FASHION_ROOT
+    subfolder = "FashionMNIST" if name == "fashion-mnist" else "MNIST"
+    return _load_idx(name, (base, base / subfolder), num_classes)
 
 
-DATASET_NAMES = ("digits", "digits-rot", "fashion-mnist", "mnist", "cifar10")
+def _check_arguments(name: Any, root: Any, val_fraction: Any, split_seed: Any) -> None:
+    """Refuse :func:`load_dataset` arguments of the wrong type or out of range, before any file is read."""
+    if not isinstance(name, str):
+        raise DataError(f"dataset name {reprlib.repr(name)} has type {type(name).__name__}; expected a str, one of "
+                        f"{', '.join(DATASET_NAMES)}")
+    if name not in _CLASS_NAMES:
+        raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise DataError(f"root {reprlib.repr(root)} has type {type(root).__name__}; expected a folder path or None")
+    if root == "":
+        raise DataError("root is an empty string; expected a folder path or None")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real) or not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction is {reprlib.repr(val_fraction)}; expected a number in (0, 1) "
+                        "(the share of every class held out for validation)")
+    if isinstance(split_seed, bool) or not isinstance(split_seed, numbers.Integral) or split_seed < 0:
+        raise DataError(f"split_seed is {reprlib.repr(split_seed)}; expected an integer >= 0")
 
 
-def load_dataset(name: str = "digits", root: str | Path | None = None, *,
+def _check_splits(where: str, train: Split, val: Split, test: Split, class_names: tuple[str, ...],
+                  val_fraction: float) -> None:
+    """Refuse splits where a class is absent from train or val, a split is empty, or a pixel is non-finite or
+    outside ``[0, 1]``; ``where`` (the dataset and its files) starts every message."""
+    n_train = torch.bincount(train.y, minlength=len(class_names))
+    n_val = torch.bincount(val.y, minlength=len(class_names))
+    for c, name in enumerate(class_names):
+        if n_train[c] == 0 or n_val[c] == 0:
+            raise DataError(f"{where}: class {c} ({name!r}) has {int(n_train[c])} images in train and "
+                            f"{int(n_val[c])} in val ({int(n_train[c] + n_val[c])} in the training files, "
+                            f"val_fraction {val_fraction}); expected at least one in each")
+    for split_name, split in (("train", train), ("val", val), ("test", test)):
+        if len(split) == 0:
+            raise DataError(f"{where}: the {split_name} split is empty; expected at least one image")
+        low, high = torch.aminmax(split.x)
+        if not (0 <= low and high <= 1):  # NaN fails both comparisons
+            flat = split.x.flatten()
+            i = int(torch.nonzero(~((flat >= 0) & (flat <= 1)))[0])
+            raise DataError(f"{where}: {split_name} image {i // split.x[0].numel()} holds the value {float(flat[i])}; "
+                            "expected finite values in [0, 1]")
+
+
+def load_dataset(name: str = "digits", root: str | os.PathLike[str] | None = None, *,
                  val_fraction: float = 0.1, split_seed: int = 0) -> Dataset:
     """Load a dataset as ``[0, 1]`` float tensors with a held-out validation split.
 
@@ -269,37 +280,41 @@ def load_dataset(name: str = "digits", root: str | Path | None = None, *,
         name: one of :data:`DATASET_NAMES`.
         root: folder holding the files (``fashion-mnist`` defaults to
             ``/usr/share/datasets/fashion-mnist``; ``digits`` ships inside the package).
-        val_fraction: fraction of every class of the training files moved to ``val``.
-        split_seed: seed of the stratified validation split.
+        val_fraction: fraction of every class of the training files moved to ``val``, in ``(0, 1)``;
+            at least one image of every class is moved.
+        split_seed: seed (``>= 0``) of the stratified validation split.
 
     Returns:
         A :class:`Dataset` whose splits hold ``x`` of shape ``(N, C, H, W)`` and ``y`` of shape ``(N,)``.
 
     Raises:
-        DataError: unknown name, missing or malformed files. Nothing is downloaded.
+        DataError: unknown name, a bad argument, missing or malformed files, or a dataset that fails
+            the checks above. Nothing is downloaded.
 
     Example:
         >>> ds = load_dataset("digits")
         >>> ds.info.image_shape, len(ds.train) + len(ds.val), len(ds.test)
         ((1, 8, 8), 1258, 539)
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    (tx, ty, sx, sy), channels, classes = _load_raw(name, Path(root) if root is not None else None)
-    keep, held = _stratified_split(ty, val_fraction, seed=split_seed)
-    train_x = torch.from_numpy(np.ascontiguousarray(tx[keep]))
-    dims = (0, 2, 3)
+    _check_arguments(name, root, val_fraction, split_seed)
+    classes = _CLASS_NAMES[name]
+    try:
+        files = _load_files(name, Path(root) if root is not None else None, len(classes))
+    except OSError as e:  # a folder that cannot even be looked into; the readers report their own files
+        raise DataError(f"{e.filename}: cannot be accessed ({e.strerror}); expected a readable folder "
+                        f"holding dataset '{name}'") from None
+    keep, held = _stratified_split(files.train_y, val_fraction, seed=split_seed)
+    splits = [Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))
+              for x, y in ((files.train_x[keep], files.train_y[keep]), (files.train_x[held], files.train_y[held]),
+                           (files.test_x, files.test_y))]
+    _check_splits(f"dataset '{name}' ({files.source})", *splits, classes, val_fraction)
+    train, val, test = splits
     info = DatasetInfo(
         name=name,
-        image_shape=(channels, int(tx.shape[2]), int(tx.shape[3])),
+        image_shape=tuple(int(d) for d in files.train_x.shape[1:]),  # type: ignore[arg-type]
         num_classes=len(classes),
         class_names=classes,
-        mean=tuple(float(v) for v in train_x.mean(dim=dims)),
-        std=tuple(float(v) for v in train_x.std(dim=dims)),
+        mean=tuple(float(v) for v in train.x.mean(dim=(0, 2, 3))),
+        std=tuple(float(v) for v in train.x.std(dim=(0, 2, 3))),
     )
-    return Dataset(
-        train=Split(train_x, torch.from_numpy(ty[keep])),
-        val=Split(torch.from_numpy(np.ascontiguousarray(tx[held])), torch.from_numpy(ty[held])),
-        test=Split(torch.from_numpy(np.ascontiguousarray(sx)), torch.from_numpy(sy)),
-        info=info,
-    )
+    return Dataset(train, val, test, info)
