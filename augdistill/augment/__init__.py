@@ -5,11 +5,12 @@ Sample, then apply::
     policy = build_policy(["rotate", "translate-x"], image_size=(8, 8))
     params = policy.sample(x.shape[0], generator=g, device=x.device)  # noise only
     y = policy(x, params=params)  # differentiable w.r.t. x and policy.parameters()
+    pipeline = policy.to_torchvision()  # or python_snippet(policy) for pasteable code
 
 This package depends on nothing above it (no distillation code).
 """
 
-from augdistill.augment.export import to_kornia, to_torchvision
+from augdistill.augment.export import python_snippet, to_kornia, to_torchvision
 from augdistill.augment.gates import bernoulli_gate, gumbel_choice, straight_through
 from augdistill.augment.learn import (AugerinoConfig, AugerinoResult, InstanceRanges, InstaAugConfig,
                                       policy_param_groups, train_augerino, train_instaaug, tta_predict)
@@ -21,7 +22,7 @@ from augdistill.augment.serialization import SCHEMA_VERSION, load_policy, policy
 __all__ = [
     "Policy", "AugmentOp", "AugmentParams", "OpSpec", "OPS", "OP_NAMES", "COMPOSITIONS", "SCHEMA_VERSION",
     "build_policy", "load_policy", "policy_from_dict", "dsa_policy", "identity_policy",
-    "to_torchvision", "to_kornia", "bernoulli_gate", "gumbel_choice", "straight_through",
+    "to_torchvision", "to_kornia", "python_snippet", "bernoulli_gate", "gumbel_choice", "straight_through",
     "AugerinoConfig", "AugerinoResult", "InstaAugConfig", "InstanceRanges", "policy_param_groups",
     "train_augerino", "train_instaaug", "tta_predict",
 ]

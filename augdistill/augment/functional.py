@@ -25,7 +25,7 @@ from torch import Tensor
 __all__ = [
     "rotate_matrix", "translate_x_matrix", "translate_y_matrix", "scale_matrix", "shear_x_matrix",
     "shear_y_matrix", "hflip_matrix", "warp", "brightness", "contrast", "saturation", "hue",
-    "sharpen", "cutout",
+    "sharpen", "cutout", "cutout_mask",
 ]
 
 
@@ -114,22 +114,34 @@ def sharpen(x: Tensor, v: Tensor) -> Tensor:
     return sharpness(x, v)
 
 
+def cutout_mask(height: int, width: int, side: Tensor, centre: Tensor) -> Tensor:
+    """Keep-mask ``(B, H, W)`` of DSA-style cutout: 0 inside the square, 1 outside, anti-aliased.
+
+    Args:
+        height, width: image size in pixels.
+        side: ``(B,)`` side of the square as a fraction of each image side, in ``[0, 1]``.
+        centre: ``(B, 2)`` centre ``(x, y)`` as fractions of width and height, in ``[0, 1]``.
+
+    Each pixel keeps ``1 - cov_x cov_y``, where ``cov`` is the fraction of the pixel's extent (per
+    axis) covered by the square: pixels well inside are exactly 0, pixels outside exactly 1, and the
+    side receives gradient through the border pixels. The square may be clipped by the image border.
+    Depends on ``torch`` only (it is inlined into exported snippets).
+
+    Example:
+        >>> cutout_mask(4, 4, torch.tensor([0.5]), torch.tensor([[0.5, 0.5]]))[0].tolist()
+        [[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+    """
+    def coverage(size: int, c: Tensor) -> Tensor:
+        pos = (torch.arange(size, device=side.device, dtype=side.dtype) + 0.5) / size  # pixel centres
+        half = (side * 0.5).unsqueeze(1)
+        return ((half - (pos - c.unsqueeze(1)).abs()) * size + 0.5).clamp(0.0, 1.0)  # (B, size)
+
+    return 1.0 - coverage(height, centre[:, 1]).unsqueeze(2) * coverage(width, centre[:, 0]).unsqueeze(1)
+
+
 def cutout(x: Tensor, v: Tensor, centre: Tensor) -> Tensor:
     """Zero a square of side ``v`` (fraction of each side) centred at ``centre`` (B, 2) in ``[0, 1]^2``.
 
-    The mask is anti-aliased: each pixel is multiplied by ``1 - cov_x cov_y`` where ``cov`` is the
-    fraction of the pixel's extent (per axis) covered by the square, so pixels well inside are exactly
-    zeroed, pixels outside untouched, and the side ``v`` receives gradient through the border pixels.
-    The square may be clipped by the image border (DSA's placement).
+    See :func:`cutout_mask` (anti-aliased border, clipped by the image border as in DSA).
     """
-    _, _, height, width = x.shape
-
-    def coverage(size: int, c: Tensor) -> Tensor:
-        pos = (torch.arange(size, device=x.device, dtype=x.dtype) + 0.5) / size  # pixel centres
-        half = (v * 0.5).unsqueeze(1)
-        return ((half - (pos - c.unsqueeze(1)).abs()) * size + 0.5).clamp(0.0, 1.0)  # (B, size)
-
-    cov_y = coverage(height, centre[:, 1])
-    cov_x = coverage(width, centre[:, 0])
-    mask = 1.0 - cov_y.unsqueeze(2) * cov_x.unsqueeze(1)
-    return x * mask.unsqueeze(1)
+    return x * cutout_mask(x.shape[2], x.shape[3], v, centre).unsqueeze(1)

@@ -23,12 +23,41 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from augdistill.augment.ops import real_number
 from augdistill.augment.policy import Policy
 from augdistill.data import Split
 from augdistill.errors import ConfigError
 
 __all__ = ["policy_param_groups", "AugerinoConfig", "AugerinoResult", "train_augerino", "tta_predict",
            "InstanceRanges", "InstaAugConfig", "train_instaaug"]
+
+
+def _check_fields(config: Any, counts: tuple[str, ...], positive: tuple[str, ...], non_negative: tuple[str, ...]
+                  ) -> None:
+    """``counts`` integers >= 1 (and ``seed`` >= 0), ``positive`` finite numbers > 0, ``non_negative`` >= 0."""
+    kind = type(config).__name__
+    for name in (*counts, "seed"):
+        value, least = getattr(config, name), 0 if name == "seed" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{kind}.{name} must be an integer >= {least}, got {value!r:.40}")
+    for name in (*positive, *non_negative):
+        value = real_number(getattr(config, name))
+        if value is None or value < 0 or (name in positive and value == 0):
+            raise ConfigError(f"{kind}.{name} must be a finite number {'>' if name in positive else '>='} 0, "
+                              f"got {getattr(config, name)!r:.40}")
+
+
+def _check_training(model: Any, policy: Any, train: Any) -> None:
+    """The arguments every trainer here takes: a module, a :class:`Policy`, a :class:`Split` of images."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(policy, Policy):
+        raise ConfigError(f"policy must be an augdistill Policy, got {type(policy).__name__}")
+    x, y = getattr(train, "x", None), getattr(train, "y", None)
+    if not (isinstance(x, Tensor) and isinstance(y, Tensor) and x.dim() == 4 and y.dim() == 1
+            and len(x) == len(y) > 0):
+        raise ConfigError(f"train must be a Split of images x (N, C, H, W) and labels y (N,), N >= 1; got "
+                          f"{type(train).__name__}")
 
 
 def policy_param_groups(policy: Policy, lr: float) -> list[dict[str, Any]]:
@@ -38,6 +67,10 @@ def policy_param_groups(policy: Policy, lr: float) -> list[dict[str, Any]]:
     0.01 of the image; probabilities and choice weights use ``lr`` as is. Frozen parameters
     (``requires_grad=False``) are left out.
     """
+    if not isinstance(policy, Policy):
+        raise ConfigError(f"policy must be an augdistill Policy, got {type(policy).__name__}")
+    if real_number(lr) is None or not lr > 0:
+        raise ConfigError(f"lr must be a finite number > 0, got {lr!r:.40}")
     groups: list[dict[str, Any]] = []
     for op in policy.ops:
         if op.probability.requires_grad:
@@ -74,10 +107,7 @@ class AugerinoConfig:
     log_every: int = 100
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.log_every < 1:
-            raise ConfigError(f"steps, batch_size and log_every must be >= 1: {self}")
-        if not (self.lr > 0 and self.policy_lr > 0 and self.reg >= 0):
-            raise ConfigError(f"lr, policy_lr must be > 0 and reg >= 0: {self}")
+        _check_fields(self, ("steps", "batch_size", "log_every"), ("lr", "policy_lr"), ("reg",))
 
 
 @dataclass(frozen=True)
@@ -129,6 +159,9 @@ def train_augerino(model: nn.Module, policy: Policy, train: Split, config: Auger
         >>> [step for step, _ in result.history]
         [10, 20]
     """
+    _check_training(model, policy, train)
+    if not isinstance(config, AugerinoConfig):
+        raise ConfigError(f"config must be an AugerinoConfig, got {type(config).__name__}")
     g = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.Adam([{"params": list(model.parameters()), "lr": config.lr}]
                            + policy_param_groups(policy, config.policy_lr))
@@ -161,8 +194,11 @@ def tta_predict(model: nn.Module, policy: Policy, x: Tensor, copies: int = 8,
     ``copies=1`` with an identity policy is plain prediction. With ``ranges`` (input-conditioned
     policies) each image is augmented within its own predicted ranges.
     """
-    if copies < 1:
-        raise ConfigError(f"copies must be >= 1, got {copies}")
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+        raise ConfigError(f"copies must be an integer >= 1, got {copies!r:.40}")
+    if not isinstance(model, nn.Module) or not isinstance(policy, Policy):
+        raise ConfigError(f"tta_predict needs a torch.nn.Module and a Policy, got {type(model).__name__} "
+                          f"and {type(policy).__name__}")
     was_training = model.training
     model.eval()
     per_image = None if ranges is None else ranges(x)
@@ -189,8 +225,14 @@ class InstanceRanges(nn.Module):
 
     def __init__(self, policy: Policy, channels: int, hidden: int = 16, init_fraction: float = 0.1) -> None:
         super().__init__()
-        if not 0 < init_fraction < 1:
-            raise ConfigError(f"init_fraction must be in (0, 1), got {init_fraction}")
+        if not isinstance(policy, Policy):
+            raise ConfigError(f"policy must be an augdistill Policy, got {type(policy).__name__}")
+        for name, value in (("channels", channels), ("hidden", hidden)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r:.40}")
+        fraction = real_number(init_fraction)
+        if fraction is None or not 0 < fraction < 1:
+            raise ConfigError(f"init_fraction must be in (0, 1), got {init_fraction!r:.40}")
         centre, half = [], []
         for op in policy.ops:
             spec = op.spec
@@ -204,7 +246,7 @@ class InstanceRanges(nn.Module):
                                  nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(hidden, len(centre)))
         nn.init.zeros_(self.net[-1].weight)
-        nn.init.constant_(self.net[-1].bias, float(torch.logit(torch.tensor(init_fraction))))
+        nn.init.constant_(self.net[-1].bias, float(torch.logit(torch.tensor(fraction))))
 
     def fractions(self, x: Tensor) -> Tensor:
         """``(B, N)`` fractions of each op's largest half-width, in ``(0, 1)``."""
@@ -243,12 +285,11 @@ class InstaAugConfig:
     log_every: int = 100
 
     def __post_init__(self) -> None:
-        if not 0 <= self.min_width <= self.max_width <= 1:
-            raise ConfigError(f"need 0 <= min_width <= max_width <= 1: {self}")
-        if self.steps < 1 or self.batch_size < 1 or self.log_every < 1 or not self.lr > 0 or not self.ranges_lr > 0:
-            raise ConfigError(f"steps, batch_size, log_every, lr, ranges_lr must be positive: {self}")
-        if self.reg < 0 or self.bound_reg < 0:
-            raise ConfigError(f"reg and bound_reg must be >= 0: {self}")
+        _check_fields(self, ("steps", "batch_size", "log_every"), ("lr", "ranges_lr"),
+                      ("reg", "bound_reg", "min_width", "max_width"))
+        if not self.min_width <= self.max_width <= 1:
+            raise ConfigError(f"InstaAugConfig needs 0 <= min_width <= max_width <= 1, got min_width "
+                              f"{self.min_width!r} and max_width {self.max_width!r}")
 
 
 def train_instaaug(model: nn.Module, policy: Policy, ranges: InstanceRanges, train: Split,
@@ -260,6 +301,10 @@ def train_instaaug(model: nn.Module, policy: Policy, ranges: InstanceRanges, tra
     width (fraction of each op's largest half-width). History snapshots hold each op's *mean* range over
     the last batch.
     """
+    _check_training(model, policy, train)
+    if not isinstance(ranges, InstanceRanges) or not isinstance(config, InstaAugConfig):
+        raise ConfigError(f"train_instaaug needs InstanceRanges and an InstaAugConfig, got {type(ranges).__name__} "
+                          f"and {type(config).__name__}")
     g = torch.Generator().manual_seed(config.seed)
     probabilities = [op.probability for op in policy.ops if op.probability.requires_grad]
     opt = torch.optim.Adam([{"params": list(model.parameters()), "lr": config.lr},

@@ -2,7 +2,8 @@
 
 :data:`OPS` is the one place to add an op: its canonical name, kernel, magnitude unit, the
 identity value of the magnitude, the allowed physical range, the default range, whether the range
-is symmetric about the identity by default, and how to express it in torchvision / kornia.
+is symmetric about the identity by default, how to express it in torchvision / kornia, and what
+images it accepts (channel counts, smallest side).
 
 An :class:`AugmentOp` holds an op's learnable **probability** ``p`` and learnable **magnitude
 range** ``[low, high]`` in physical units (degrees, fraction of width, factor, ...), both stored
@@ -10,11 +11,14 @@ as ``float64`` so JSON values round-trip exactly. A sample's value is the repara
 ``v = low + (high - low) (u + 1) / 2`` with ``u ~ U(-1, 1)`` drawn ahead of time, so ``v`` is
 differentiable w.r.t. ``low`` and ``high``. A *symmetric* op learns one number ``high`` and uses
 ``low = 2 identity - high`` (``v = identity + u m`` with half-width ``m = high - identity``).
+Values are clamped into their ranges with :func:`~augdistill.augment.gates.clamp_st`, whose gradient
+stays alive on the bounds.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -22,10 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from augdistill.augment import functional as AF
+from augdistill.augment.codegen import Call, Name
 from augdistill.augment.gates import bernoulli_gate, clamp_st
 from augdistill.errors import ConfigError
 
-__all__ = ["OpSpec", "OPS", "OP_NAMES", "AugmentOp", "check_op", "Range"]
+__all__ = ["OpSpec", "OPS", "OP_NAMES", "AugmentOp", "check_op", "real_number", "Range"]
 
 #: A physical magnitude range ``(low, high)``.
 Range = tuple[float, float]
@@ -45,9 +50,10 @@ class OpSpec:
         bounds: largest allowed physical range ``(min, max)``; ``None`` without magnitude.
         default: default ``(low, high)`` range.
         symmetric: default for whether the range is centred on ``identity``.
-        torchvision: ``(low, high) -> v2 transform`` applying the op with probability 1, or a string
-            saying why torchvision has no exact equivalent.
-        kornia: ``(low, high, p) -> kornia augmentation`` or the reason there is none.
+        torchvision: ``(low, high) -> Call`` of a v2 transform applying the op with probability 1.
+        kornia: ``(low, high, p) -> Call`` of a kornia augmentation applying it with probability ``p``.
+        channels: channel counts the op accepts (``None``: any).
+        min_size: smallest height and width (pixels) the op accepts.
     """
 
     name: str
@@ -58,8 +64,10 @@ class OpSpec:
     bounds: Range | None
     default: Range | None
     symmetric: bool
-    torchvision: Callable[[float, float], Any] | str
-    kornia: Callable[[float, float, float], Any] | str
+    torchvision: Callable[[float, float], Call]
+    kornia: Callable[[float, float, float], Call]
+    channels: tuple[int, ...] | None = None
+    min_size: int = 1
 
     @property
     def has_magnitude(self) -> bool:
@@ -69,6 +77,44 @@ class OpSpec:
     def symmetric_allowed(self) -> bool:
         """A range may be tied symmetric only if the bounds are centred on the identity."""
         return self.bounds is not None and math.isclose(self.bounds[0] + self.bounds[1], 2 * self.identity)
+
+    def input_problem(self, channels: int, height: int, width: int) -> str | None:
+        """Why a ``(channels, height, width)`` image is not a valid input, or ``None``.
+
+        Example:
+            >>> OPS["hue"].input_problem(4, 8, 8)
+            "op 'hue' needs 1 or 3 channels (grey or RGB); got 4"
+        """
+        if self.channels is not None and channels not in self.channels:
+            allowed = " or ".join(str(c) for c in self.channels)
+            return f"op {self.name!r} needs {allowed} channels (grey or RGB); got {channels}"
+        if min(height, width) < self.min_size:
+            return (f"op {self.name!r} needs images of at least {self.min_size}x{self.min_size} pixels; "
+                    f"got {height}x{width}")
+        return None
+
+
+def real_number(value: Any) -> float | None:
+    """``float(value)`` if ``value`` is a finite real number (not a bool), else ``None``.
+
+    Integers too large for a float (a 401-digit literal) and one-element tensors of a bool or
+    complex dtype are ``None`` too.
+
+    Example:
+        >>> real_number(3), real_number(10 ** 401), real_number(float("nan")), real_number(True)
+        (3.0, None, None, None)
+    """
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or value.dtype == torch.bool or value.is_complex() or value.is_meta:
+            return None
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        number = float(value)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 class _IgnoreAux:
@@ -82,159 +128,150 @@ class _IgnoreAux:
 
 
 # --- exporters -------------------------------------------------------------------------------------
-# Imported lazily: torchvision.transforms.v2 and kornia.augmentation are only needed on export.
+# Each returns the constructor call (see :mod:`~augdistill.augment.codegen`) of a transform applying
+# the op with probability 1 (torchvision; the exporter wraps it in ``v2.RandomApply``) or with
+# probability ``p`` (kornia). Names without a library prefix are this package's own small classes
+# (:mod:`~augdistill.augment.torchvision_ops`, :mod:`~augdistill.augment.kornia_ops`).
 
-def _tv_bilinear() -> Any:
-    from torchvision.transforms import v2
-    return v2, v2.InterpolationMode.BILINEAR
-
-
-def _tv_rotate(lo: float, hi: float) -> Any:
-    v2, bil = _tv_bilinear()
-    return v2.RandomRotation(degrees=(lo, hi), interpolation=bil)
+_BILINEAR = Name("v2.InterpolationMode.BILINEAR")
 
 
-def _tv_translate(axis: int) -> Callable[[float, float], Any]:
-    def build(lo: float, hi: float) -> Any:
-        if lo != -hi:
-            raise ConfigError(f"torchvision RandomAffine only translates symmetrically; range ({lo}, {hi}) is not")
-        v2, bil = _tv_bilinear()
-        return v2.RandomAffine(degrees=0.0, translate=(hi, 0.0) if axis == 0 else (0.0, hi), interpolation=bil)
+def _tv_rotate(lo: float, hi: float) -> Call:
+    return Call("v2.RandomRotation", kwargs={"degrees": [lo, hi], "interpolation": _BILINEAR})
+
+
+def _tv_affine(key: str, axis: int) -> Callable[[float, float], Call]:
+    def build(lo: float, hi: float) -> Call:
+        value = [lo, hi] if key == "scale" else [lo, hi, 0.0, 0.0] if axis == 0 else [0.0, 0.0, lo, hi]
+        return Call("v2.RandomAffine", kwargs={"degrees": 0.0, key: value, "interpolation": _BILINEAR})
     return build
 
 
-def _tv_scale(lo: float, hi: float) -> Any:
-    v2, bil = _tv_bilinear()
-    return v2.RandomAffine(degrees=0.0, scale=(lo, hi), interpolation=bil)
+def _tv_own(cls: str, **fixed: Any) -> Callable[[float, float], Call]:
+    return lambda lo, hi: Call(cls, kwargs={**fixed, "low": lo, "high": hi})
 
 
-def _tv_shear(axis: int) -> Callable[[float, float], Any]:
-    def build(lo: float, hi: float) -> Any:
-        v2, bil = _tv_bilinear()
-        return v2.RandomAffine(degrees=0.0, shear=(lo, hi, 0.0, 0.0) if axis == 0 else (0.0, 0.0, lo, hi),
-                               interpolation=bil)
+def _tv_hflip(lo: float, hi: float) -> Call:
+    return Call("v2.RandomHorizontalFlip", kwargs={"p": 1.0})
+
+
+def _tv_jitter(key: str) -> Callable[[float, float], Call]:
+    return lambda lo, hi: Call("v2.ColorJitter", kwargs={key: [lo, hi]})
+
+
+def _k_rotate(lo: float, hi: float, p: float) -> Call:
+    return Call("K.RandomRotation", kwargs={"degrees": (lo, hi), "p": p, "align_corners": False})
+
+
+def _k_affine(key: str, axis: int) -> Callable[[float, float, float], Call]:
+    def build(lo: float, hi: float, p: float) -> Call:
+        value = (lo, hi) if key == "scale" else (lo, hi, 0.0, 0.0) if axis == 0 else (0.0, 0.0, lo, hi)
+        return Call("K.RandomAffine", kwargs={"degrees": 0.0, key: value, "p": p, "align_corners": False})
     return build
 
 
-def _tv_hflip(lo: float, hi: float) -> Any:
-    from torchvision.transforms import v2
-    return v2.RandomHorizontalFlip(p=1.0)
+def _k_own(cls: str, **fixed: Any) -> Callable[[float, float, float], Call]:
+    return lambda lo, hi, p: Call(cls, kwargs={**fixed, "low": lo, "high": hi, "p": p})
 
 
-def _tv_jitter(field: str) -> Callable[[float, float], Any]:
-    def build(lo: float, hi: float) -> Any:
-        from torchvision.transforms import v2
-        return v2.ColorJitter(**{field: (lo, hi)})
-    return build
+def _k_hflip(lo: float, hi: float, p: float) -> Call:
+    return Call("K.RandomHorizontalFlip", kwargs={"p": p})
 
 
-def _k_rotate(lo: float, hi: float, p: float) -> Any:
-    import kornia.augmentation as K
-    return K.RandomRotation(degrees=(lo, hi), p=p, align_corners=False)
+def _k_brightness(lo: float, hi: float, p: float) -> Call:  # kornia adds (factor - 1)
+    return Call("K.RandomBrightness", kwargs={"brightness": (1.0 + lo, 1.0 + hi), "p": p})
 
 
-def _k_affine(key: str, axis: int) -> Callable[[float, float, float], Any]:
-    def build(lo: float, hi: float, p: float) -> Any:
-        import kornia.augmentation as K
-        if key == "translate":
-            if lo != -hi:
-                raise ConfigError(f"kornia RandomAffine only translates symmetrically; range ({lo}, {hi}) is not")
-            arg: Any = (hi, 0.0) if axis == 0 else (0.0, hi)
-        elif key == "shear":
-            arg = (lo, hi, 0.0, 0.0) if axis == 0 else (0.0, 0.0, lo, hi)
-        else:
-            arg = (lo, hi)
-        return K.RandomAffine(degrees=0.0, p=p, align_corners=False, **{key: arg})
-    return build
+def _k_jitter(key: str) -> Callable[[float, float, float], Call]:
+    return lambda lo, hi, p: Call("K.ColorJitter", kwargs={key: (lo, hi), "p": p})
 
 
-def _k_hflip(lo: float, hi: float, p: float) -> Any:
-    import kornia.augmentation as K
-    return K.RandomHorizontalFlip(p=p)
+def _k_sharpness(lo: float, hi: float, p: float) -> Call:
+    return Call("K.RandomSharpness", kwargs={"sharpness": (lo, hi), "p": p})
 
 
-def _k_brightness(lo: float, hi: float, p: float) -> Any:
-    import kornia.augmentation as K
-    return K.RandomBrightness(brightness=(1.0 + lo, 1.0 + hi), p=p)  # kornia adds (factor - 1)
-
-
-def _k_jitter(field: str) -> Callable[[float, float, float], Any]:
-    def build(lo: float, hi: float, p: float) -> Any:
-        import kornia.augmentation as K
-        return K.ColorJitter(**{field: (lo, hi)}, p=p)
-    return build
-
-
-def _k_sharpness(lo: float, hi: float, p: float) -> Any:
-    import kornia.augmentation as K
-    return K.RandomSharpness(sharpness=(lo, hi), p=p)
-
-
-_NO_ERASING = ("RandomErasing keeps the patch inside the image and samples its area and aspect, while cutout "
-               "centres a square of the given side anywhere (clipped by the border, as in DSA)")
+_RGB = (1, 3)  # ops defined on grey or RGB images, as their torchvision counterparts
 
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     OpSpec("rotate", True, AF.rotate_matrix, "degrees", 0.0, (-180.0, 180.0), (-30.0, 30.0), True,
            _tv_rotate, _k_rotate),
     OpSpec("translate-x", True, AF.translate_x_matrix, "fraction of width", 0.0, (-0.5, 0.5), (-0.125, 0.125), True,
-           _tv_translate(0), _k_affine("translate", 0)),
+           _tv_own("RandomTranslate", axis="x"), _k_own("RandomTranslate", axis="x")),
     OpSpec("translate-y", True, AF.translate_y_matrix, "fraction of height", 0.0, (-0.5, 0.5), (-0.125, 0.125), True,
-           _tv_translate(1), _k_affine("translate", 1)),
+           _tv_own("RandomTranslate", axis="y"), _k_own("RandomTranslate", axis="y")),
     OpSpec("scale", True, AF.scale_matrix, "factor", 1.0, (0.5, 1.5), (0.8, 1.2), True,
-           _tv_scale, _k_affine("scale", 0)),
+           _tv_affine("scale", 0), _k_affine("scale", 0)),
     OpSpec("shear-x", True, AF.shear_x_matrix, "degrees", 0.0, (-45.0, 45.0), (-10.0, 10.0), True,
-           _tv_shear(0), _k_affine("shear", 0)),
+           _tv_affine("shear", 0), _k_affine("shear", 0)),
     OpSpec("shear-y", True, AF.shear_y_matrix, "degrees", 0.0, (-45.0, 45.0), (-10.0, 10.0), True,
-           _tv_shear(1), _k_affine("shear", 1)),
+           _tv_affine("shear", 1), _k_affine("shear", 1)),
     OpSpec("hflip", True, AF.hflip_matrix, None, 0.0, None, None, False, _tv_hflip, _k_hflip),
     OpSpec("brightness", False, _IgnoreAux(AF.brightness), "delta", 0.0, (-1.0, 1.0), (-0.2, 0.2), True,
-           "torchvision's brightness multiplies pixel values; this op adds a delta (kornia/DSA)", _k_brightness),
+           _tv_own("RandomBrightnessDelta"), _k_brightness),
     OpSpec("contrast", False, _IgnoreAux(AF.contrast), "factor", 1.0, (0.0, 2.0), (0.8, 1.2), True,
-           _tv_jitter("contrast"), _k_jitter("contrast")),
+           _tv_jitter("contrast"), _k_jitter("contrast"), channels=_RGB),
     OpSpec("saturation", False, _IgnoreAux(AF.saturation), "factor", 1.0, (0.0, 2.0), (0.8, 1.2), True,
-           _tv_jitter("saturation"), _k_jitter("saturation")),
+           _tv_jitter("saturation"), _k_jitter("saturation"), channels=_RGB),
     OpSpec("hue", False, _IgnoreAux(AF.hue), "turns", 0.0, (-0.5, 0.5), (-0.05, 0.05), True,
-           _tv_jitter("hue"), _k_jitter("hue")),
+           _tv_jitter("hue"), _k_jitter("hue"), channels=_RGB),
     OpSpec("sharpness", False, _IgnoreAux(AF.sharpen), "factor", 1.0, (0.0, 2.0), (0.8, 1.2), True,
-           "v2.RandomAdjustSharpness applies one fixed factor, not a sampled range", _k_sharpness),
+           _tv_own("RandomSharpness"), _k_sharpness, channels=_RGB, min_size=3),
     OpSpec("cutout", False, AF.cutout, "fraction of side", 0.0, (0.0, 1.0), (0.25, 0.5), False,
-           f"torchvision {_NO_ERASING}", f"kornia {_NO_ERASING}"),
+           _tv_own("RandomCutout"), _k_own("RandomCutout")),
 ]}
 
 #: Canonical op names in table order.
 OP_NAMES: tuple[str, ...] = tuple(OPS)
 
 
+def _show(value: Any) -> str:
+    """``repr`` of a value for an error message, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def check_op(name: Any, probability: Any, low: Any, high: Any, symmetric: Any) -> str | None:
-    """Validate one op's settings; return ``None`` if valid, else a message naming field and value.
+    """Validate one op's settings; return ``None`` if valid, else a message ``field: problem``.
 
     Shared by :class:`AugmentOp` (raises :class:`ConfigError`) and the JSON loader
     (raises :class:`~augdistill.errors.PolicyFormatError` with the file and field).
+
+    Example:
+        >>> check_op("rotate", 0.5, -30.0, 30.0, True) is None
+        True
+        >>> check_op("rotate", 0.5, -300.0, 300.0, True)
+        'magnitude: range (-300.0, 300.0) degrees exceeds the allowed (-180.0, 180.0)'
     """
-    if name not in OPS:
-        return f"name: unknown op {name!r}; expected one of {', '.join(OP_NAMES)}"
+    if not isinstance(name, str) or name not in OPS:
+        return f"name: unknown op {_show(name)}; expected one of {', '.join(OP_NAMES)}"
     spec = OPS[name]
-    if not 0.0 <= probability <= 1.0:
+    p = real_number(probability)
+    if p is None:
+        return f"probability: expected a finite number in [0, 1], got {_show(probability)}"
+    if not 0.0 <= p <= 1.0:
         return f"probability: {probability!r} is outside [0, 1]"
+    if not isinstance(symmetric, bool):
+        return f"symmetric: expected true or false, got {_show(symmetric)}"
     if not spec.has_magnitude:
         if low is not None or high is not None or symmetric:
             return f"magnitude: op {name!r} has no magnitude; expected null and symmetric false"
         return None
     if low is None or high is None:
         return f"magnitude: op {name!r} needs a range [low, high] in {spec.unit}"
+    lo, hi = real_number(low), real_number(high)
+    if lo is None or hi is None:
+        return f"magnitude: range ({_show(low)}, {_show(high)}) is not two finite numbers"
     lo_b, hi_b = spec.bounds  # type: ignore[misc]
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return f"magnitude: range ({low!r}, {high!r}) is not finite"
-    if low > high:
-        return f"magnitude: negative magnitude, low {low!r} > high {high!r}"
-    if low < lo_b or high > hi_b:
-        return f"magnitude: range ({low!r}, {high!r}) {spec.unit} exceeds the allowed ({lo_b}, {hi_b})"
+    if lo > hi:
+        return f"magnitude: negative magnitude, low {lo!r} > high {hi!r}"
+    if lo < lo_b or hi > hi_b:
+        return f"magnitude: range ({lo!r}, {hi!r}) {spec.unit} exceeds the allowed ({lo_b}, {hi_b})"
     if symmetric:
         if not spec.symmetric_allowed:
             return f"symmetric: op {name!r} cannot be symmetric (its range is not centred on {spec.identity})"
-        if not math.isclose(low, 2 * spec.identity - high, rel_tol=1e-9, abs_tol=1e-12):
+        if not math.isclose(lo, 2 * spec.identity - hi, rel_tol=1e-9, abs_tol=1e-12):
             return (f"magnitude: symmetric range must be centred on {spec.identity}: "
-                    f"low {low!r} should be {2 * spec.identity - high!r}")
+                    f"low {lo!r} should be {2 * spec.identity - hi!r}")
     return None
 
 
@@ -250,7 +287,8 @@ class AugmentOp(nn.Module):
             choice, or ``True`` when ``magnitude`` is a half-width.
 
     Raises:
-        ConfigError: unknown op, probability outside ``[0, 1]``, range outside the op's bounds, ...
+        ConfigError: unknown op, probability outside ``[0, 1]``, range outside the op's bounds, a value
+            that is not a finite number, ...
 
     Example:
         >>> op = AugmentOp("rotate", probability=0.5, magnitude=15.0)
@@ -261,40 +299,40 @@ class AugmentOp(nn.Module):
     def __init__(self, name: str, probability: float = 0.5, magnitude: float | Range | None = None,
                  symmetric: bool | None = None) -> None:
         super().__init__()
-        spec = OPS.get(name)
-        if spec is None:
-            raise ConfigError(f"unknown op {name!r}; expected one of {', '.join(OP_NAMES)}")
+        if not isinstance(name, str) or name not in OPS:
+            raise ConfigError(f"unknown op {_show(name)}; expected one of {', '.join(OP_NAMES)}")
+        spec = OPS[name]
         low, high = self._initial_range(spec, magnitude)
         if symmetric is None:
-            symmetric = spec.has_magnitude and (isinstance(magnitude, (int, float)) or
+            symmetric = spec.has_magnitude and (real_number(magnitude) is not None or
                                                 (magnitude is None and spec.symmetric))
         problem = check_op(name, probability, low, high, symmetric)
         if problem:
             raise ConfigError(f"op {name!r}: {problem}")
         self.name = name
         self.symmetric = bool(symmetric)
-        self.probability = nn.Parameter(torch.tensor(float(probability), dtype=torch.float64))
-        as_param = lambda v: nn.Parameter(torch.tensor(float(v), dtype=torch.float64))  # noqa: E731
+        as_param = lambda v: nn.Parameter(torch.tensor(real_number(v), dtype=torch.float64))  # noqa: E731
+        self.probability = as_param(probability)
         self.high = as_param(high) if spec.has_magnitude else None
         self.low = as_param(low) if spec.has_magnitude and not self.symmetric else None
 
     @staticmethod
-    def _initial_range(spec: OpSpec, magnitude: float | Range | None) -> tuple[float | None, float | None]:
+    def _initial_range(spec: OpSpec, magnitude: Any) -> tuple[float | None, float | None]:
         if not spec.has_magnitude:
             if magnitude is not None:
-                raise ConfigError(f"op {spec.name!r} has no magnitude; got {magnitude!r}")
+                raise ConfigError(f"op {spec.name!r} has no magnitude; got {_show(magnitude)}")
             return None, None
         if magnitude is None:
             return spec.default  # type: ignore[return-value]
-        if isinstance(magnitude, (int, float)):
-            if magnitude < 0:
+        half = real_number(magnitude)
+        if half is not None:
+            if half < 0:
                 raise ConfigError(f"op {spec.name!r}: negative magnitude {magnitude!r}")
-            return spec.identity - magnitude, spec.identity + magnitude
-        try:
-            low, high = (float(v) for v in magnitude)
-        except (TypeError, ValueError):
-            raise ConfigError(f"op {spec.name!r}: magnitude must be a number or (low, high); got {magnitude!r}") from None
-        return low, high
+            return spec.identity - half, spec.identity + half
+        if isinstance(magnitude, (str, bytes)) or not hasattr(magnitude, "__len__") or len(magnitude) != 2:
+            raise ConfigError(f"op {spec.name!r}: magnitude must be a finite number or (low, high); "
+                              f"got {_show(magnitude)}")
+        return magnitude[0], magnitude[1]
 
     @property
     def spec(self) -> OpSpec:
@@ -304,13 +342,14 @@ class AugmentOp(nn.Module):
         return f"{self.name!r}, symmetric={self.symmetric}"
 
     def prob(self) -> Tensor:
-        """Probability clamped to ``[0, 1]`` (0-d, float64; gradient passes the clamp)."""
+        """Probability clamped to ``[0, 1]`` (0-d, float64; gradient alive at 0 and 1, see ``clamp_st``)."""
         return clamp_st(self.probability, 0.0, 1.0)
 
-    def range(self) -> tuple[Tensor, Tensor] | None:
-        """Current ``(low, high)`` in physical units, clamped to the op's bounds (0-d float64 tensors).
+    def endpoints(self) -> tuple[Tensor, Tensor] | None:
+        """``(low, high)`` clamped into the op's bounds, differentiable (0-d float64 tensors).
 
-        ``None`` for ops without magnitude.
+        In the order stored: an optimiser may cross an asymmetric range (``low > high``), which then
+        samples the same interval. ``None`` for ops without magnitude.
         """
         if self.high is None:
             return None
@@ -319,19 +358,28 @@ class AugmentOp(nn.Module):
         if self.symmetric:
             high = clamp_st(self.high, spec.identity, hi_b)
             return 2 * spec.identity - high, high
-        low, high = clamp_st(self.low, lo_b, hi_b), clamp_st(self.high, lo_b, hi_b)  # type: ignore[arg-type]
-        return torch.minimum(low, high), torch.maximum(low, high)
+        return clamp_st(self.low, lo_b, hi_b), clamp_st(self.high, lo_b, hi_b)  # type: ignore[arg-type]
+
+    def range(self) -> tuple[Tensor, Tensor] | None:
+        """Current ``(low, high)`` in physical units, ordered and inside the op's bounds (0-d float64).
+
+        ``None`` for ops without magnitude.
+        """
+        ends = self.endpoints()
+        return None if ends is None else (torch.minimum(*ends), torch.maximum(*ends))
 
     def width(self) -> Tensor:
         """``p (high - low) / (max - min)``: probability times the fraction of the allowed range used.
 
-        Ops without magnitude (flip) count as full width: ``p``. 0-d float64, differentiable.
+        Ops without magnitude (flip) count as full width: ``p``. 0-d float64, differentiable; at a
+        zero-width range the gradient is the one that widens it (``+1`` for ``high``, ``-1`` for ``low``).
         """
-        bounds = self.range()
-        if bounds is None:
+        ends = self.endpoints()
+        if ends is None:
             return self.prob()
+        span = ends[1] - ends[0]
         lo_b, hi_b = self.spec.bounds  # type: ignore[misc]
-        return self.prob() * (bounds[1] - bounds[0]) / (hi_b - lo_b)
+        return self.prob() * torch.where(span >= 0, span, -span) / (hi_b - lo_b)
 
     def values(self, u: Tensor, ranges: Tensor | None = None) -> Tensor:
         """Per-sample magnitudes ``low + (high - low) (u + 1) / 2`` of shape (B,) in ``u``'s dtype.
@@ -344,10 +392,10 @@ class AugmentOp(nn.Module):
         if ranges is not None:
             low, high = ranges[:, 0], ranges[:, 1]
         else:
-            bounds = self.range()
-            if bounds is None:
+            ends = self.endpoints()
+            if ends is None:
                 return torch.zeros_like(u)
-            low, high = bounds[0].to(u.dtype), bounds[1].to(u.dtype)
+            low, high = ends[0].to(u.dtype), ends[1].to(u.dtype)
         return low + (high - low) * (u + 1.0) * 0.5
 
     def gate(self, noise: Tensor, tau: float, hard: bool) -> Tensor:

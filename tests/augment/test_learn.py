@@ -8,6 +8,7 @@ import torch
 from augdistill.augment import (AugerinoConfig, InstaAugConfig, InstanceRanges, build_policy,
                                 policy_param_groups, train_augerino, train_instaaug, tta_predict)
 from augdistill.data import load_dataset
+from augdistill.errors import ConfigError
 from augdistill.models import build_model
 
 
@@ -85,3 +86,28 @@ def test_instance_ranges_wide_on_rotated_digits_within_band():
 
 def test_instance_ranges_narrow_on_upright_digits():
     assert _instaaug_fraction("digits") < 0.25
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda: AugerinoConfig(steps="10"), "AugerinoConfig.steps must be an integer >= 1, got '10'"),
+    (lambda: AugerinoConfig(steps=0), "AugerinoConfig.steps must be an integer >= 1, got 0"),
+    (lambda: AugerinoConfig(seed=-1), "AugerinoConfig.seed must be an integer >= 0"),
+    (lambda: AugerinoConfig(lr=float("nan")), "AugerinoConfig.lr must be a finite number > 0, got nan"),
+    (lambda: AugerinoConfig(reg=-0.1), "AugerinoConfig.reg must be a finite number >= 0"),
+    (lambda: InstaAugConfig(min_width=0.8, max_width=0.5), "needs 0 <= min_width <= max_width <= 1"),
+    (lambda: InstaAugConfig(bound_reg="x"), "InstaAugConfig.bound_reg must be a finite number >= 0"),
+    (lambda: policy_param_groups(build_policy(["rotate"]), float("inf")), "lr must be a finite number > 0"),
+    (lambda: policy_param_groups("rotate", 0.1), "policy must be an augdistill Policy, got str"),
+    (lambda: InstanceRanges(build_policy(["rotate"]), channels=0), "channels must be an integer >= 1, got 0"),
+    (lambda: InstanceRanges(build_policy(["rotate"]), channels=1, init_fraction=1.5),
+     "init_fraction must be in (0, 1)"),
+    (lambda: tta_predict(torch.nn.Identity(), build_policy(["rotate"]), torch.rand(2, 1, 8, 8), copies=0),
+     "copies must be an integer >= 1, got 0"),
+    (lambda: train_augerino(torch.nn.Identity(), build_policy(["rotate"]), (torch.rand(2, 1, 8, 8), torch.zeros(2))),
+     "train must be a Split of images x (N, C, H, W) and labels y (N,)"),
+    (lambda: train_augerino("net", build_policy(["rotate"]), None), "model must be a torch.nn.Module, got str"),
+])
+def test_bad_arguments_give_one_clear_error(make, needle):
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert needle in str(info.value), str(info.value)

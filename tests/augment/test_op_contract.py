@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import pickle
 
 import pytest
@@ -130,11 +131,50 @@ def test_hard_gate_gradient_reaches_probability(name):
     assert x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("bad", [torch.rand(C, H, W), torch.randint(0, 2, (B, C, H, W)), "image"])
-def test_bad_input_raises(name, bad):
+BAD_INPUTS = [  # (id, input, message fragment): every op refuses these the same way
+    ("3-d", lambda: torch.rand(C, H, W), "float tensor (B, C, H, W)"),
+    ("5-d", lambda: torch.rand(1, B, C, H, W), "float tensor (B, C, H, W)"),
+    ("int", lambda: torch.randint(0, 2, (B, C, H, W)), "float32 or float64; got Tensor (4, 3, 10, 12) torch.int64"),
+    ("bool", lambda: torch.rand(B, C, H, W) > 0.5, "float32 or float64"),
+    ("float16", lambda: _images().half(), "float32 or float64; got Tensor (4, 3, 10, 12) torch.float16"),
+    ("bfloat16", lambda: _images().bfloat16(), "float32 or float64"),
+    ("complex", lambda: torch.rand(B, C, H, W, dtype=torch.complex64), "float32 or float64"),
+    ("string", lambda: "image", "float tensor (B, C, H, W); got str"),
+    ("numpy", lambda: _images().numpy(), "float tensor (B, C, H, W); got ndarray"),
+    ("meta", lambda: torch.empty(B, C, H, W, device="meta"), "meta tensor (4, 3, 10, 12) (shape only, no data)"),
+    ("empty-batch", lambda: torch.rand(0, C, H, W), "is empty"),
+    ("zero-width", lambda: torch.rand(B, C, H, 0), "is empty"),
+    ("nan", lambda: _images().index_put_((torch.tensor([1]),), torch.tensor(float("nan"))), "NaN or infinite"),
+    ("inf", lambda: _images().index_put_((torch.tensor([2]),), torch.tensor(float("-inf"))), "NaN or infinite"),
+]
+
+
+def test_bad_input_raises_one_clear_error(name):
     policy = _policy(name, 0.5).train()
-    with pytest.raises(ConfigError, match="float tensor"):
-        policy(bad)
+    for case, make, needle in BAD_INPUTS:
+        with pytest.raises(ConfigError) as info:
+            policy(make(), generator=torch.Generator().manual_seed(0))
+        assert needle in str(info.value), (case, str(info.value))
+
+
+#: What each op accepts (channel counts; smallest side), as torchvision's counterparts do.
+ACCEPTS = {"contrast": ((1, 3), 1), "saturation": ((1, 3), 1), "hue": ((1, 3), 1), "sharpness": ((1, 3), 3)}
+
+
+def test_channel_counts_and_sizes(name):
+    """Every op on 1-4 channels and 1x1 to 3x3 images: a finite result, or one ConfigError naming the op."""
+    channels, smallest = ACCEPTS.get(name, ((1, 2, 3, 4), 1))
+    policy = _policy(name, 1.0).train()
+    for c, side in itertools.product((1, 2, 3, 4), (1, 2, 3)):
+        x = torch.rand(2, c, side, side, generator=torch.Generator().manual_seed(c))
+        if c in channels and side >= smallest:
+            out = policy(x, generator=torch.Generator().manual_seed(0))
+            assert out.shape == x.shape and bool(torch.isfinite(out).all())
+            continue
+        with pytest.raises(ConfigError, match=f"op '{name}' needs") as info:
+            policy(x)
+        assert f"({2}, {c}, {side}, {side})" in str(info.value)
+    assert policy.eval()(torch.rand(2, 4, 1, 1)).shape == (2, 4, 1, 1)  # identity in eval: nothing to check
 
 
 def test_bad_params_and_settings_raise(name):

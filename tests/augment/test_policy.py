@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from augdistill.augment import AugmentOp, Policy, build_policy, dsa_policy, identity_policy
+from augdistill.augment import AugmentOp, AugmentParams, Policy, build_policy, dsa_policy, identity_policy
 from augdistill.augment import functional as AF
 from augdistill.errors import ConfigError
 
@@ -235,3 +235,63 @@ def test_cuda_forward_backward_has_no_host_sync():
         (policy(x, params=params).sum() - policy.width()).backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def _raises(fn, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        fn()
+    assert needle in str(info.value), str(info.value)
+
+
+def test_bad_params_give_one_clear_error():
+    policy = build_policy(["rotate", "brightness"], "choose-one").train()
+    x = _smooth(b=4)
+    good = policy.sample(4, generator=torch.Generator().manual_seed(0))
+    _raises(lambda: policy(x, params="noise"), "params must be AugmentParams from Policy.sample, got str")
+    _raises(lambda: policy(x, params=policy.sample(5)), "got batch 4 and a policy of 2 ops")
+    _raises(lambda: policy(x, params=AugmentParams(good.u, good.gate, good.aux, None)),
+            "params.choice must be a float tensor (4, 2)")
+    _raises(lambda: policy(x, params=AugmentParams(good.u, good.gate[:, :1], good.aux, good.choice)),
+            "params.gate must be a float tensor (4, 2)")
+    _raises(lambda: policy(x, params=AugmentParams(good.u, good.gate, good.aux.to("meta"), good.choice)),
+            "params.aux must be a float tensor (4, 2, 2) on cpu")
+    _raises(lambda: policy(x, ranges=torch.zeros(4, 2)), "ranges must be a float tensor of shape (4, 2, 2)")
+
+
+def test_bad_sampling_arguments():
+    policy = build_policy(["rotate"])
+    _raises(lambda: policy.sample(0), "batch_size must be an integer >= 1, got 0")
+    _raises(lambda: policy.sample(True), "batch_size must be an integer >= 1, got True")
+    _raises(lambda: policy.sample(2.0), "batch_size must be an integer >= 1, got 2.0")
+    _raises(lambda: policy.sample(2, generator=0), "generator must be a torch.Generator or None, got int")
+    _raises(lambda: policy.sample(2, device="banana"), "device 'banana' is not a torch device")
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda: AugmentOp("rotate", "0.5"), "probability: expected a finite number in [0, 1], got '0.5'"),
+    (lambda: AugmentOp("rotate", 10 ** 400), "probability: expected a finite number in [0, 1]"),
+    (lambda: AugmentOp("rotate", float("nan")), "probability: expected a finite number"),
+    (lambda: AugmentOp("rotate", 0.5, 10 ** 400), "magnitude must be a finite number or (low, high)"),
+    (lambda: AugmentOp("rotate", 0.5, (1, "a"), symmetric=False), "range (1, 'a') is not two finite numbers"),
+    (lambda: AugmentOp("rotate", 0.5, (1, 2, 3)), "magnitude must be a finite number or (low, high)"),
+    (lambda: AugmentOp("rotate", 0.5, "30"), "magnitude must be a finite number or (low, high)"),
+    (lambda: AugmentOp("rotate", 0.5, symmetric="yes"), "symmetric: expected true or false, got 'yes'"),
+    (lambda: AugmentOp(3), "unknown op 3"),
+    (lambda: AugmentOp(["rotate"]), "unknown op ['rotate']"),
+    (lambda: build_policy("rotate"), "ops must be a list, got str"),
+    (lambda: build_policy([["rotate"]]), "an op is a name or a dict with 'name'; got ['rotate']"),
+    (lambda: build_policy(["rotate"], "sub-policies"), "ops[0] (a sub-policy) must be a list, got str"),
+    (lambda: build_policy([{"name": "rotate", "spin": 1}]), "unknown keys [\"'spin'\"]"),
+    (lambda: build_policy(["rotate"], "choose-one", weights=["a"]), "weights must be 1 finite numbers >= 0"),
+    (lambda: build_policy(["rotate"], "choose-one", weights=[float("inf")]), "weights must be 1 finite numbers"),
+    (lambda: build_policy(["rotate"], image_size=(8,)), "image_size must be (height, width) positive integers"),
+    (lambda: build_policy(["rotate"], image_size="8x8"), "image_size must be a list, got str"),
+    (lambda: build_policy(["rotate"], temperature="hot"), "temperature must be a finite number > 0, got 'hot'"),
+    (lambda: build_policy(["rotate"], hard="yes"), "hard must be True or False, got 'yes'"),
+    (lambda: build_policy(["rotate"], provenance=[1]), "provenance must be a mapping or None, got list"),
+    (lambda: Policy(["rotate"]), "ops[0] must be an AugmentOp, got str"),
+    (lambda: Policy([AugmentOp("rotate")], 3), "composition 3 unknown"),
+    (lambda: Policy([AugmentOp("rotate")], "sub-policies", sub_policies=[["0"]]), "sub_policies must list op indices"),
+])
+def test_bad_construction_arguments(make, needle):
+    _raises(make, needle)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from augdistill.augment import build_policy, dsa_policy, load_policy, policy_from_dict
-from augdistill.errors import PolicyFormatError
+from augdistill.errors import ConfigError, PolicyFormatError
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
@@ -154,3 +154,100 @@ def test_missing_file_and_dict_source(tmp_path):
         load_policy(tmp_path / "nope.json")
     with pytest.raises(PolicyFormatError, match="^<dict>: field 'ops\\[0\\].name'"):
         policy_from_dict(_set(("ops", 0, "name"), "spin")(_valid()))
+
+
+def _write(tmp_path, content: str | bytes) -> Path:
+    path = tmp_path / "bad.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+def _text_with(field_path: tuple, raw: str) -> str:
+    """The valid policy as JSON text with ``raw`` (JSON source) at ``field_path``."""
+    data = _set(field_path, "__RAW__")(_valid())
+    return json.dumps(data).replace('"__RAW__"', raw)
+
+
+HOSTILE_FILES = [  # (id, file content, expected message fragments)
+    ("401-digit-probability", _text_with(("ops", 0, "probability"), "1" + "0" * 400),
+     ["field 'ops[0].probability'", "expected a finite number", "(401 digits)"]),
+    ("401-digit-seed", _text_with(("provenance", "seed"), "9" * 401), ["field 'provenance.seed'", "[0, 2**64)"]),
+    ("401-digit-size", _text_with(("image", "size"), "[" + "1" * 401 + ", 8]"), ["field 'image.size'", "65536"]),
+    ("overflowing-float", _text_with(("ops", 0, "magnitude", "low"), "1e999"),
+     ["field 'ops[0].magnitude.low'", "expected a finite number, got inf"]),
+    ("5000-digit-int", _text_with(("weights",), "5" * 5000), ["malformed JSON", "digits"]),
+    ("nested-100k", "[" * 100_000 + "]" * 100_000, ["nested 100000 levels deep", "at most 16"]),
+    ("nested-metrics", _text_with(("provenance", "metrics"), '{"a": ' + "[" * 20 + "1" + "]" * 20 + "}"),
+     ["nested 23 levels deep"]),
+    ("infinity-literal", _text_with(("ops", 0, "probability"), "Infinity"), ["Infinity is not valid JSON"]),
+    ("minus-infinity", _text_with(("gates", "temperature"), "-Infinity"), ["-Infinity is not valid JSON"]),
+    ("nan-in-metrics", _text_with(("provenance", "metrics"), '{"acc": NaN}'), ["NaN is not valid JSON"]),
+    ("300-ops", json.dumps(_set(("ops",), _valid()["ops"][:1] * 300)(_valid())), ["field 'ops'", "at most 256"]),
+    ("huge-weights", json.dumps(_set(("weights",), [1.0] * 100_000)(_valid())), ["field 'weights'", "at most 256"]),
+    ("oversized", '{"pad": "' + "x" * (1 << 20) + '"}', ["larger than 1048576 bytes"]),
+    ("not-utf8", b'{"schema": "\xff\xfe"}', ["not UTF-8", "byte 12"]),
+    ("string-as-number", _text_with(("ops", 0, "probability"), '"0.5"'), ["expected a finite number, got \"0.5\""]),
+    ("list-as-object", _text_with(("ops", 0), "[1, 2]"), ["field 'ops[0]'", "expected an object"]),
+    ("bool-weights", _text_with(("ops", 1, "symmetric"), "1"), ["field 'ops[1].symmetric'", "true or false"]),
+    ("metrics-key-nesting-ok", _text_with(("provenance", "metrics"), '{"a": {"b": [1, 2.5, "x", null, true]}}'), []),
+]
+
+
+@pytest.mark.parametrize("content, fragments", [h[1:] for h in HOSTILE_FILES], ids=[h[0] for h in HOSTILE_FILES])
+def test_hostile_files_give_one_policy_format_error(content, fragments, tmp_path):
+    path = _write(tmp_path, content)
+    if not fragments:
+        assert load_policy(path).provenance["metrics"]["a"]["b"][1] == 2.5
+        return
+    with pytest.raises(PolicyFormatError) as info:
+        load_policy(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message and len(message) < 300, message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_unreadable_paths(tmp_path):
+    with pytest.raises(PolicyFormatError, match="cannot read policy file"):
+        load_policy(tmp_path)  # a directory
+    with pytest.raises(PolicyFormatError, match="must be a string or Path, got NoneType"):
+        load_policy(None)
+
+
+def test_dict_inputs_with_python_only_values():
+    """``policy_from_dict`` also refuses what JSON cannot hold: non-string keys, NaN, objects, deep nesting."""
+    deep: dict = {}
+    inner = deep
+    for _ in range(10_000):
+        inner["x"] = {}
+        inner = inner["x"]
+    cases = [(("provenance", "metrics"), {1: 0.5}, "object key 1 is not a string"),
+             (("provenance", "metrics"), {"acc": float("nan")},
+              "field 'provenance.metrics.acc': expected a finite number"),
+             (("provenance", "metrics"), {"when": object()}, "expected a JSON value, got object"),
+             (("provenance", "metrics"), deep, "nested deeper than 16 levels"),
+             (("provenance", "versions"), {"torch": 2}, "field 'provenance.versions.torch': expected a version string"),
+             (("ops", 0, "probability"), deep, "expected a finite number, got {\"x\": {\"x\": {\"x\": {\"x\": ...")]
+    for path, value, needle in cases:
+        with pytest.raises(PolicyFormatError) as info:
+            policy_from_dict(_set(path, value)(_valid()))
+        assert needle in str(info.value), str(info.value)
+    with pytest.raises(PolicyFormatError, match="unknown field"):
+        policy_from_dict({**_valid(), 3: "x"})
+
+
+def test_loaded_provenance_is_a_copy():
+    data = _valid()
+    policy = policy_from_dict(data)
+    data["provenance"]["metrics"]["test_accuracy"] = 0.1
+    assert policy.to_dict()["provenance"]["metrics"] == {"test_accuracy": 0.9}
+
+
+def test_save_refuses_unwritable_paths(tmp_path):
+    policy = build_policy(["rotate"])
+    with pytest.raises(ConfigError, match="cannot write policy file"):
+        policy.save(tmp_path / "missing" / "p.json")
+    with pytest.raises(ConfigError, match="cannot write policy file"):
+        policy.save(tmp_path)
+    policy.save(tmp_path / "ok.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["ok.json"]  # no temporary file left behind
