@@ -1,4 +1,4 @@
-"""``augdistill policy show|plot``: inspect augmentation policies and how they were learned."""
+"""``augdistill policy show|plot|export``: inspect augmentation policies, how they were learned, and export them."""
 
 from __future__ import annotations
 
@@ -34,14 +34,16 @@ def plot_policy_run(run_dir: str | Path, samples: int = 8) -> list[Path]:
     import matplotlib.pyplot as plt
 
     from augdistill.augment import load_policy
-    from augdistill.runs.atomic import atomic_write, load_json
     from augdistill.errors import CheckpointError
-    from augdistill.runs.layout import METRICS_FILE, POLICY_FILE, load_config
+    from augdistill.runs import schema
+    from augdistill.runs.atomic import atomic_write
     from augdistill.runs.jobs import load_run_dataset
+    from augdistill.runs.layout import METRICS_FILE, POLICY_FILE, load_config, load_metrics
 
     run_dir = Path(run_dir)
     policy = load_policy(run_dir / POLICY_FILE)
-    history = [h for h in load_json(run_dir / METRICS_FILE, "metrics").get("history", []) if "policy_magnitudes" in h]
+    config = load_config(run_dir)
+    history = schema.policy_history(run_dir / METRICS_FILE, load_metrics(run_dir).get("history", []))
     if not history:
         raise CheckpointError(f"{run_dir / METRICS_FILE} holds no policy history (was the run made with --policy?)")
     labels = list(history[0]["policy_probabilities"])
@@ -62,7 +64,7 @@ def plot_policy_run(run_dir: str | Path, samples: int = 8) -> list[Path]:
     atomic_write(evolution, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
 
-    data = load_run_dataset(load_config(run_dir))
+    data = load_run_dataset(config)
     x = data.train.x[:samples]
     g = torch.Generator().manual_seed(0)
     policy.train()
@@ -88,6 +90,12 @@ def _show(a: argparse.Namespace) -> int:
     return 0
 
 
+def _export(a: argparse.Namespace) -> int:
+    from augdistill.augment.export import python_snippet
+    print(python_snippet(a.file, to=a.to))
+    return 0
+
+
 def _plot(a: argparse.Namespace) -> int:
     for path in plot_policy_run(a.run_dir):
         print(path)
@@ -103,3 +111,8 @@ def add_policy_commands(sub: argparse._SubParsersAction) -> None:
     plot = verbs.add_parser("plot", help="draw how a run's policy evolved, and real images under it")
     plot.add_argument("run_dir")
     plot.set_defaults(handler=_plot)
+    export = verbs.add_parser("export", help="print a Python snippet that builds the policy as a torchvision v2 "
+                                             "or kornia pipeline (needs only torch and that library)")
+    export.add_argument("file")
+    export.add_argument("--to", default="torchvision", choices=("torchvision", "kornia"))
+    export.set_defaults(handler=_export)
