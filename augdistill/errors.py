@@ -14,11 +14,24 @@ __all__ = [
     "CheckpointError",
     "PolicyFormatError",
     "TrainingDivergedError",
+    "RunInterrupted",
 ]
 
 
 class AugdistillError(Exception):
-    """Base class of every error augdistill raises on purpose."""
+    """Base class of every error augdistill raises on purpose.
+
+    Its message is one line: control characters a value brings in (a newline in a JSON key, say) are
+    shown escaped.
+
+    Example:
+        >>> str(AugdistillError("field 'a\\nb': bad"))
+        "field 'a\\\\nb': bad"
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigError(AugdistillError, ValueError):
@@ -39,3 +52,15 @@ class PolicyFormatError(AugdistillError, ValueError):
 
 class TrainingDivergedError(AugdistillError):
     """The outer loss or a learned learning rate became NaN or infinite."""
+
+
+class RunInterrupted(AugdistillError):
+    """SIGTERM or Ctrl-C stopped a run after a whole step; its checkpoint holds that step.
+
+    Attributes:
+        signum: the signal that asked the run to stop.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum

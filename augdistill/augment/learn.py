@@ -28,8 +28,8 @@ from augdistill.augment.policy import Policy
 from augdistill.data import Split
 from augdistill.errors import ConfigError
 
-__all__ = ["policy_param_groups", "AugerinoConfig", "AugerinoResult", "train_augerino", "tta_predict",
-           "InstanceRanges", "InstaAugConfig", "train_instaaug"]
+__all__ = ["policy_param_groups", "policy_spread", "AugerinoConfig", "AugerinoResult", "train_augerino",
+           "tta_predict", "InstanceRanges", "InstaAugConfig", "train_instaaug"]
 
 
 def _check_fields(config: Any, counts: tuple[str, ...], positive: tuple[str, ...], non_negative: tuple[str, ...]
@@ -82,6 +82,37 @@ def policy_param_groups(policy: Policy, lr: float) -> list[dict[str, Any]]:
     if policy.weights is not None and policy.weights.requires_grad:
         groups.append({"params": [policy.weights], "lr": lr})
     return groups
+
+
+def policy_spread(policy: Policy) -> Tensor:
+    """:meth:`Policy.width` with every op without magnitude (a flip) counted ``4 p (1 - p)`` instead of ``p``.
+
+    A flip applied with probability ``p`` adds the most variety at ``p = 0.5`` (the variance of its gate,
+    ``p (1 - p)``, scaled to 1 there); at ``p = 1`` it only mirrors the data set. A width bonus built on
+    ``p`` pushes a flip to always-on wherever the loss does not mind it; built on this, toward ``p = 0.5``.
+    Ops with magnitude count as in :meth:`Policy.width`. 0-d float64, differentiable (the flip's term has
+    gradient ``4 - 8p``: alive at ``p = 0`` and ``p = 1``).
+
+    Example:
+        >>> from augdistill.augment import build_policy
+        >>> policy = build_policy([{"name": "hflip", "probability": 1.0}, {"name": "rotate", "magnitude": 36.0,
+        ...                        "probability": 1.0}])
+        >>> round(float(policy.width()), 6), round(float(policy_spread(policy)), 6)
+        (1.2, 0.2)
+    """
+    if not isinstance(policy, Policy):
+        raise ConfigError(f"policy must be an augdistill Policy, got {type(policy).__name__}")
+    pi = policy.selection_probabilities()
+    correction = policy.width().new_zeros(())
+    for k, group in enumerate(policy.groups):
+        for i in group:
+            op = policy.ops[i]
+            if op.spec.has_magnitude:
+                continue
+            p = op.prob()
+            term = 4 * p * (1 - p) - p
+            correction = correction + (term if pi is None else pi[k] * term)
+    return policy.width() + correction
 
 
 @dataclass(frozen=True)

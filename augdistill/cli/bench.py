@@ -23,9 +23,15 @@ def _run(a: argparse.Namespace) -> int:
         cells = grid(a.methods, a.datasets, a.ipcs, a.policies, a.seeds)
         settings = BenchSettings(iterations=a.iterations, eval_every=a.eval_every, val_nets=a.val_nets,
                                  val_epochs=a.val_epochs, eval_epochs=a.eval_epochs, nets=a.nets, device=a.device)
-    run_bench(cells, settings, a.out)
-    print((a.out.rstrip("/") + "/bench.md"))
-    print(open(f"{a.out}/bench.md").read())
+    from augdistill.distill import distributed
+    try:
+        run_bench(cells, settings, a.out)
+        reports = distributed.from_environment(a.device).is_main  # under torchrun rank 0 alone reports
+    finally:
+        distributed.shutdown()
+    if reports:
+        print((a.out.rstrip("/") + "/bench.md"))
+        print(open(f"{a.out}/bench.md").read())
     return 0
 
 

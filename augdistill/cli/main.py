@@ -3,112 +3,219 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import re
 import sys
-from dataclasses import replace
+import traceback
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from augdistill.config import (DataConfig, DistillConfig, InnerConfig, MethodConfig, ModelConfig, OuterConfig,
                                PolicyConfig, SyntheticConfig)
-from augdistill.errors import AugdistillError
+from augdistill.errors import AugdistillError, CheckpointError, ConfigError, RunInterrupted
+from augdistill.runs.options import DistillOptions, check_device
 
 __all__ = ["main", "build_parser"]
 
 _DEFAULTS = DistillConfig()
 
 
-def _add_distill(sub: argparse._SubParsersAction) -> None:
+class _UsageError(ConfigError):
+    """A command line argparse cannot parse; ``prog`` names the (sub)command."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (raised, not printed with the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        expected = {"invalid int value": "expected an integer", "invalid float value": "expected a number"}
+        hints = [hint for key, hint in expected.items() if key in message]
+        raise _UsageError(self.prog, message + (f" ({hints[0]})" if hints else ""))
+
+
+def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
+                 o: DistillOptions = DistillOptions()) -> None:
+    """``distill``; every default comes from ``d`` and ``o`` (a resumed run re-parses with its own)."""
     p = sub.add_parser("distill", help="learn a synthetic set (and optionally an augmentation policy)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d = _DEFAULTS
     p.add_argument("--dataset", default=d.data.name, help="digits | digits-rot | fashion-mnist | mnist | cifar10")
-    p.add_argument("--method", default=d.method.name, help="wang (Wang et al. 2018)")
-    p.add_argument("--param", default=d.synthetic.param, help="how the synthetic set is stored: pixels")
-    p.add_argument("--data-root", default=None, help="folder holding the dataset files")
+    p.add_argument("--method", default=d.method.name, help="wang (Wang et al. 2018) | dc (gradient matching; DSA with --policy fixed --policy-init policies/dsa.json --siamese) | dm (distribution matching) | mtt (trajectory matching)")
+    p.add_argument("--param", default=d.synthetic.param,
+                   help="how the synthetic set is stored within the --ipc budget: pixels | multi-formation (IDC) | "
+                        "latent (KFS-style codes + shared decoders)")
+    p.add_argument("--factor", type=int, default=d.synthetic.factor, help="multi-formation: tiles per side; latent: the "
+                   "code's downsampling of the image side (None: 2 for multi-formation, 4 for latent)")
+    p.add_argument("--decoders", type=int, default=d.synthetic.decoders, help="latent: shared decoders")
+    p.add_argument("--latent-dim", type=int, default=d.synthetic.latent_dim, help="latent: channels of a code")
+    p.add_argument("--decoder-width", type=int, default=d.synthetic.decoder_width,
+                   help="latent: hidden channels of a decoder")
+    p.add_argument("--codes", type=int, default=d.synthetic.codes,
+                   help="latent: codes per class (0: as many as the budget leaves beside the decoders)")
+    p.add_argument("--fit-steps", type=int, default=d.synthetic.fit_steps,
+                   help="latent: Adam steps fitting codes and decoders to real images before distilling")
+    p.add_argument("--data-root", default=d.data.root, help="folder holding the dataset files")
     p.add_argument("--out", default=None, help="run directory (default: runs/DATASET-ipcK)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--ipc", type=int, default=d.synthetic.ipc, help="synthetic images per class")
+    p.add_argument("--ipc", type=int, default=d.synthetic.ipc,
+                   help="storage budget: floats of this many full-size images per class (codes and decoders included)")
     p.add_argument("--syn-init", default=d.synthetic.init, choices=("real", "noise"))
-    p.add_argument("--learn-labels", action="store_true", help="learn soft labels")
+    p.add_argument("--learn-labels", action="store_true", default=d.synthetic.learn_labels, help="learn soft labels")
     p.add_argument("--lr-init", type=float, default=d.method.lr_init, help="wang: initial inner learning rate")
     p.add_argument("--lr-cap", type=float, default=d.method.lr_cap, help="wang: upper bound of learned inner lrs")
-    p.add_argument("--model", default=None, help="convnet | lenet | mlp (default: the method's network)")
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--depth", type=int, default=None)
-    p.add_argument("--norm", default=None, help="convnet norm: instance | group | batch | none")
+    p.add_argument("--expert-dir", default=d.method.expert_dir, help="mtt: expert trajectories (made by `augdistill experts`)")
+    p.add_argument("--expert-epochs", type=int, default=d.method.expert_epochs, help="mtt: M, expert epochs matched")
+    p.add_argument("--syn-steps", type=int, default=d.method.syn_steps, help="mtt: N, steps on synthetic data")
+    p.add_argument("--max-start-epoch", type=int, default=d.method.max_start_epoch,
+                   help="mtt: start epochs are drawn from 0 .. this - 1")
+    p.add_argument("--syn-lr-init", type=float, default=d.method.syn_lr_init,
+                   help="mtt: initial learned step size (its lr is --lr-lrs, on log α)")
+    p.add_argument("--syn-batch", type=int, default=d.method.syn_batch,
+                   help="mtt: synthetic images per step (0: all)")
+    p.add_argument("--constant-memory", action="store_true", default=d.method.constant_memory,
+                   help="mtt: TESLA's first-order gradient, memory independent of --syn-steps")
+    p.add_argument("--outer-loop", type=int, default=d.method.outer_loop,
+                   help="dc: matching steps per network (default: the paper's for --ipc)")
+    p.add_argument("--inner-loop", type=int, default=d.method.inner_loop,
+                   help="dc: epochs the network trains on the synthetic set between matching steps "
+                        "(default: the paper's for --ipc)")
+    p.add_argument("--net-lr", type=float, default=d.method.net_lr,
+                   help="dc: learning rate of the network trained between matching steps")
+    p.add_argument("--model", default=d.model.name, help="convnet | lenet | mlp (default: the method's network)")
+    p.add_argument("--width", type=int, default=d.model.width)
+    p.add_argument("--depth", type=int, default=d.model.depth)
+    p.add_argument("--norm", default=d.model.norm, help="convnet norm: instance | group | batch | none")
     p.add_argument("--inner-steps", type=int, default=d.inner.steps)
     p.add_argument("--inner-epochs", type=int, default=d.inner.epochs)
     p.add_argument("--batch-per-class", type=int, default=d.inner.batch_per_class,
                    help="synthetic images per class in each inner step (0: all)")
     p.add_argument("--momentum", type=float, default=d.inner.momentum)
-    p.add_argument("--iterations", type=int, default=None,
-                   help=f"outer steps (default {d.outer.iterations}; with --resume: the saved budget)")
+    p.add_argument("--checkpoint-inner", type=int, default=d.inner.checkpoint,
+                   help="recompute each segment of this many inner steps in the backward pass instead of storing "
+                        "its activations (0: store all; 1: least memory, ~1 extra inner pass of time)")
+    p.add_argument("--inner-precision", default=d.inner.precision, choices=("float32", "bfloat16"),
+                   help="bfloat16: the networks' forward under autocast (parameters and updates stay float32)")
+    p.add_argument("--compile-inner", action="store_true", default=d.inner.compile,
+                   help="compute each inner step's gradient with torch.compile")
+    p.add_argument("--iterations", type=int, default=d.outer.iterations,
+                   help="outer steps (with --resume: the run's budget unless given)")
     p.add_argument("--init", default=d.outer.init, choices=("random", "fixed"), help="θ₀ mode")
-    p.add_argument("--num-inits", type=int, default=d.outer.num_inits, help="θ₀ draws per outer step")
+    p.add_argument("--num-inits", type=int, default=d.outer.num_inits,
+                   help="θ₀ draws per outer step (under torchrun split over the processes)")
+    p.add_argument("--batch-draws", default=d.outer.batch_draws, choices=("auto", "loop", "vmap"),
+                   help="unroll a process's θ₀ draws one by one or together with vmap (auto: the method decides)")
     p.add_argument("--real-per-class", type=int, default=d.outer.real_per_class)
-    p.add_argument("--optimizer", default=None, choices=("adam", "sgd"),
+    p.add_argument("--optimizer", default=d.outer.optimizer, choices=("adam", "sgd"),
                    help="optimiser of the synthetic set (default: the method's)")
-    p.add_argument("--lr-images", type=float, default=None, help="learning rate of the stored tensors "
+    p.add_argument("--lr-images", type=float, default=d.outer.lr_images, help="learning rate of the stored tensors "
                    "(default: the method's)")
     p.add_argument("--sgd-momentum", type=float, default=d.outer.sgd_momentum)
     p.add_argument("--lr-lrs", type=float, default=d.outer.lr_lrs)
     p.add_argument("--lr-labels", type=float, default=d.outer.lr_labels)
     p.add_argument("--grad-clip", type=float, default=d.outer.grad_clip)
     p.add_argument("--seed", type=int, default=d.outer.seed)
-    p.add_argument("--validation", default=None, choices=("replay", "standard"),
+    p.add_argument("--validation", default=d.outer.validation, choices=("replay", "standard"),
                    help="how the best iteration is selected on the validation split (default: the method's)")
     p.add_argument("--val-epochs", type=int, default=d.outer.val_epochs,
                    help="epochs of the standard-protocol networks trained for validation")
     p.add_argument("--policy", default=d.policy.mode, choices=("none", "fixed", "learn"))
-    p.add_argument("--policy-init", default=None, help="policy JSON to start from (or to keep fixed)")
+    p.add_argument("--policy-init", default=d.policy.init_file, help="policy JSON to start from (or to keep fixed)")
     p.add_argument("--ops", default=",".join(d.policy.ops), help="comma-separated ops of a learned policy")
     p.add_argument("--policy-lr", type=float, default=d.policy.lr)
     p.add_argument("--width-weight", type=float, default=d.policy.width_weight, help="λ of the width bonus")
     p.add_argument("--aug-weight", type=float, default=d.policy.aug_weight)
     p.add_argument("--aug-copies", type=int, default=d.policy.copies, help="J augmented copies of the real batch")
-    p.add_argument("--siamese", action="store_true",
+    p.add_argument("--siamese", action="store_true", default=d.policy.siamese,
                    help="one augmentation draw per class shared by real and synthetic images (DSA)")
     p.add_argument("--policy-inner-steps", type=int, default=d.policy.inner_steps,
                    help="inner steps of the policy objective's own unroll (methods that do not unroll)")
     p.add_argument("--policy-inner-lr", type=float, default=d.policy.inner_lr)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--eval-every", type=int, default=100, help="validate every N iterations (0: off)")
-    p.add_argument("--final-nets", type=int, default=5, help="fresh nets for the final test replay (0: skip)")
+    p.add_argument("--width-measure", default=d.policy.width_measure, choices=("range", "spread"),
+                   help="width of the bonus: range (p x fraction of the range; a flip counts p) | spread (a flip "
+                        "counts 4p(1-p), most at p = 0.5)")
+    p.add_argument("--policy-critic", default=d.policy.critic, choices=("unroll", "real", "synthetic"),
+                   help="network the policy objective is measured on (methods that do not unroll): unroll (a short "
+                        "unroll of a fresh network) | real (a network trained alongside on augmented real batches, "
+                        "Augerino) | synthetic (one trained on the augmented synthetic set like an evaluation net)")
+    p.add_argument("--critic-lr", type=float, default=d.policy.critic_lr, help="SGD learning rate of the critic")
+    p.add_argument("--critic-steps", type=int, default=d.policy.critic_steps, help="critic SGD steps per outer step")
+    p.add_argument("--critic-reset", type=int, default=d.policy.critic_reset,
+                   help="restart the critic from a fresh network every N outer steps (0: never)")
+    p.add_argument("--critic-per-class", type=int, default=d.policy.critic_per_class,
+                   help="real images per class of the outer batch the critic and the policy loss use (0: all)")
+    p.add_argument("--device", default=o.device)
+    p.add_argument("--checkpoint-every", type=int, default=o.checkpoint_every)
+    p.add_argument("--eval-every", type=int, default=o.eval_every, help="validate every N iterations (0: off)")
+    p.add_argument("--eval-nets", type=int, default=o.eval_nets, help="fresh nets of each validation")
+    p.add_argument("--final-nets", type=int, default=o.final_nets, help="fresh nets for the final test replay (0: skip)")
 
 
 def _config_from_args(a: argparse.Namespace) -> DistillConfig:
     return DistillConfig(
         data=DataConfig(name=a.dataset, root=a.data_root),
-        method=MethodConfig(name=a.method, lr_init=a.lr_init, lr_cap=a.lr_cap),
+        method=MethodConfig(name=a.method, lr_init=a.lr_init, lr_cap=a.lr_cap, expert_dir=a.expert_dir,
+                            expert_epochs=a.expert_epochs, syn_steps=a.syn_steps, max_start_epoch=a.max_start_epoch,
+                            syn_lr_init=a.syn_lr_init, syn_batch=a.syn_batch, constant_memory=a.constant_memory,
+                            outer_loop=a.outer_loop, inner_loop=a.inner_loop, net_lr=a.net_lr),
         model=ModelConfig(name=a.model, width=a.width, depth=a.depth, norm=a.norm),
-        synthetic=SyntheticConfig(ipc=a.ipc, init=a.syn_init, learn_labels=a.learn_labels, param=a.param),
+        synthetic=SyntheticConfig(ipc=a.ipc, init=a.syn_init, learn_labels=a.learn_labels, param=a.param,
+                                  factor=a.factor, decoders=a.decoders, latent_dim=a.latent_dim,
+                                  decoder_width=a.decoder_width, codes=a.codes, fit_steps=a.fit_steps),
         inner=InnerConfig(steps=a.inner_steps, epochs=a.inner_epochs, batch_per_class=a.batch_per_class,
-                          momentum=a.momentum),
-        outer=OuterConfig(iterations=_DEFAULTS.outer.iterations if a.iterations is None else a.iterations,
-                          init=a.init, num_inits=a.num_inits, real_per_class=a.real_per_class,
+                          momentum=a.momentum, checkpoint=a.checkpoint_inner, precision=a.inner_precision,
+                          compile=a.compile_inner),
+        outer=OuterConfig(iterations=a.iterations, init=a.init, num_inits=a.num_inits, batch_draws=a.batch_draws,
+                          real_per_class=a.real_per_class,
                           optimizer=a.optimizer, lr_images=a.lr_images, sgd_momentum=a.sgd_momentum,
                           lr_lrs=a.lr_lrs, lr_labels=a.lr_labels, grad_clip=a.grad_clip, seed=a.seed,
                           validation=a.validation, val_epochs=a.val_epochs),
         policy=PolicyConfig(mode=a.policy, ops=tuple(o for o in a.ops.split(",") if o), init_file=a.policy_init,
                             lr=a.policy_lr, width_weight=a.width_weight, aug_weight=a.aug_weight,
                             copies=a.aug_copies, siamese=a.siamese, inner_steps=a.policy_inner_steps,
-                            inner_lr=a.policy_inner_lr),
+                            inner_lr=a.policy_inner_lr, width_measure=a.width_measure, critic=a.policy_critic,
+                            critic_lr=a.critic_lr, critic_steps=a.critic_steps, critic_reset=a.critic_reset,
+                            critic_per_class=a.critic_per_class),
     )
 
 
+def _resumed_args(a: argparse.Namespace, out: Path) -> argparse.Namespace:
+    """The command line re-parsed with the run's own configuration and options as defaults: what is not
+    given continues as the run was; what is given and differs is refused by ``distill_run``, by name."""
+    from augdistill.runs import folder
+    from augdistill.runs.layout import CONFIG_FILE, load_config
+    if not (out / folder.MARKER_FILE).is_file() and not (out / CONFIG_FILE).is_file():
+        return a  # not a run: distill_run says so
+    saved = load_config(out) if (out / CONFIG_FILE).is_file() else _DEFAULTS
+    stored = folder.read_marker(out).get("options", {}) if (out / folder.MARKER_FILE).is_file() else {}
+    known = {f.name for f in dataclasses.fields(DistillOptions)}
+    try:
+        options = DistillOptions(**{k: v for k, v in stored.items() if k in known})
+    except ConfigError as e:
+        raise CheckpointError(f"{out / folder.MARKER_FILE}: options: {e}") from None
+    parser = build_parser(saved, options)
+    return parser.parse_args(a.argv)
+
+
 def _run_distill(a: argparse.Namespace) -> int:
-    from augdistill.runs.layout import load_config
+    from augdistill.distill import distributed
     from augdistill.runs.jobs import distill_run
+    out = Path(a.out) if a.out else Path("runs") / f"{a.dataset}-ipc{a.ipc}"
+    if a.resume:
+        a = _resumed_args(a, out)
     config = _config_from_args(a)
-    out = Path(a.out) if a.out else Path("runs") / f"{config.data.name}-ipc{config.synthetic.ipc}"
-    if a.resume:  # continue with the saved configuration; only the iteration budget may change
-        saved = load_config(out)
-        iterations = a.iterations if a.iterations is not None else saved.outer.iterations
-        config = replace(saved, outer=replace(saved.outer, iterations=iterations))
-    metrics = distill_run(config, out, resume=a.resume, device=a.device, checkpoint_every=a.checkpoint_every,
-                          eval_every=a.eval_every, final_nets=a.final_nets)
+    try:
+        metrics = distill_run(config, out, resume=a.resume, device=a.device, checkpoint_every=a.checkpoint_every,
+                              eval_every=a.eval_every, eval_nets=a.eval_nets, final_nets=a.final_nets)
+        reports = distributed.from_environment(a.device).is_main  # under torchrun rank 0 alone reports
+    finally:
+        distributed.shutdown()
+    if not reports:
+        return 0
     summary = {"out": str(out), "dataset": metrics["dataset"], "ipc": metrics["ipc"], "method": metrics["method"],
                "selected_iteration": metrics["selected_iteration"], "selected_val_acc": metrics["selected_val_acc"]}
     if "test_replay" in metrics:
@@ -159,36 +266,88 @@ def _add_show(sub: argparse._SubParsersAction) -> None:
 
 def _run_show(a: argparse.Namespace) -> int:
     from augdistill.runs.jobs import draw_run
+    from augdistill.runs.layout import SYNTHETIC_FILE, load_distilled
     for path in draw_run(a.run_dir):
         print(path)
+    print(f"{a.run_dir}: {load_distilled(Path(a.run_dir) / SYNTHETIC_FILE).storage()}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="augdistill", description=__doc__)
+def build_parser(defaults: DistillConfig = _DEFAULTS, options: DistillOptions = DistillOptions()
+                 ) -> argparse.ArgumentParser:
+    """The parser of every command; ``distill`` takes its defaults from ``defaults`` and ``options``."""
+    parser = _Parser(prog="augdistill", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (may be given anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_distill(sub)
+    _add_distill(sub, defaults, options)
     _add_evaluate(sub)
     _add_show(sub)
     from augdistill.cli.bench import add_bench_command
     from augdistill.cli.policy import add_policy_commands
     add_policy_commands(sub)
+    from augdistill.cli.experts import add_experts_command
+    add_experts_command(sub)
     add_bench_command(sub)
     return parser
 
 
+def _say(line: str) -> None:
+    """Print ``line`` to stderr as exactly one line."""
+    line = re.sub(r"\s*\n\s*", " ", line.strip())
+    print(line if len(line) <= 2000 else line[:1997] + "...", file=sys.stderr, flush=True)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if isinstance(getattr(args, "device", None), str):  # every command's --device, before any work
+        check_device(args.device)
+    handler = args.handler if hasattr(args, "handler") else {
+        "distill": _run_distill, "evaluate": _run_evaluate, "show": _run_show}[args.command]
+    return handler(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns its exit status.
+
+    0: done. 2: a bad argument or file, a refused run folder, a diverged run (one line on stderr, naming
+    what is wrong and what was expected). 1: an unexpected internal error (one line; ``--debug`` shows
+    the traceback). 128 + N: stopped by signal N after a whole step (the checkpoint holds it).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [token for token in argv if token != "--debug"]
+    prog = "augdistill"
     try:
-        return args.handler(args) if hasattr(args, "handler") else {
-            "distill": _run_distill, "evaluate": _run_evaluate, "show": _run_show}[args.command](args)
+        args = build_parser().parse_args(argv)
+        args.argv = argv
+        prog = f"augdistill {args.command}"
+        with warnings.catch_warnings():
+            if not debug:  # a library's warning is one line too
+                warnings.showwarning = lambda message, category, *_: _say(f"{prog}: {category.__name__}: {message}")
+            return _dispatch(args)
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else 0
+    except RunInterrupted as e:
+        _say(f"{prog}: {e}")
+        return 128 + e.signum
     except AugdistillError as e:
-        print(f"augdistill {args.command}: error: {e}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        _say(f"{getattr(e, 'prog', prog)}: error: {e}")
         return 2
     except KeyboardInterrupt:
-        print(f"augdistill {args.command}: interrupted; the checkpoint is saved, continue with --resume",
-              file=sys.stderr)
+        _say(f"{prog}: interrupted")
         return 130
+    except Exception as e:  # noqa: BLE001 - the one place unexpected errors become one line
+        if debug:
+            raise
+        from augdistill.runs.atomic import reason
+        if isinstance(e, MemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e).lower():
+            _say(f"{prog}: error: out of memory ({reason(e)}); choose a smaller --ipc, --real-per-class, --width or "
+                 "--inner-steps")
+            return 2
+        _say(f"{prog}: internal error: {reason(e)}; run with --debug for the traceback")
+        return 1
 
 
 if __name__ == "__main__":

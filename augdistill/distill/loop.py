@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from augdistill.augment import policy_param_groups
 from augdistill.config import DistillConfig
 from augdistill.data import ClassBalancedSampler, Dataset, take_per_class
+from augdistill.distill.distributed import SINGLE, DistContext, Shard, step_seed
 from augdistill.distill.methods import Method, MethodEnv, OuterBatch, method_class, with_method_defaults
 from augdistill.distill.policy_objective import PolicyObjective
 from augdistill.distill.synthetic import PARAMETERISATIONS, SyntheticData
@@ -52,7 +53,10 @@ class Distiller:
         dataset: real data; ``train`` drives the outer loss, ``val`` selects the best iteration.
         policy: an augmentation policy module (``sample``/``forward(x, params=)``/``width``), used when
             ``config.policy.mode`` is ``fixed`` or ``learn``.
-        device: where every tensor lives.
+        device: where every tensor lives (a bare ``cuda`` is this rank's device under ``torchrun``).
+        dist: this process's place in a ``torchrun`` job (see :mod:`augdistill.distill.distributed`): the
+            method's work units are split over the ranks and the gradients summed before clipping;
+            rank 0 alone validates. Default: one process.
 
     Example:
         >>> from augdistill.data import load_dataset
@@ -63,10 +67,11 @@ class Distiller:
     """
 
     def __init__(self, config: DistillConfig, dataset: Dataset, *, policy: nn.Module | None = None,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", dist: DistContext = SINGLE) -> None:
         config = with_method_defaults(config)
         self.config = config
-        self.device = torch.device(device)
+        self.dist = dist
+        self.device = dist.device(device)
         self.data = dataset.to(self.device)
         info = dataset.info
         self.model = build_model(config.model.name, info.image_shape, info.num_classes, mean=info.mean,
@@ -82,7 +87,7 @@ class Distiller:
         learn = self.policy is not None and config.policy.mode == "learn"
         self.policy_optimizer = (torch.optim.Adam(policy_param_groups(self.policy, config.policy.lr))
                                  if learn else None)
-        self.policy_objective = PolicyObjective(self.policy, config.policy) if learn else None
+        self.policy_objective = PolicyObjective(self.policy, config.policy, info.num_classes) if learn else None
         self.stream = AugmentStream(self.policy, self.generators["syn_aug"], self.generators["real_aug"],
                                     num_classes=info.num_classes, siamese=config.policy.siamese, device=self.device)
         self.iteration = 0
@@ -94,14 +99,16 @@ class Distiller:
         cfg, info = self.config.synthetic, self.data.info
         if cfg.param not in PARAMETERISATIONS:
             raise ConfigError(f"unknown --param '{cfg.param}'; expected one of {', '.join(PARAMETERISATIONS)}")
+        kind = PARAMETERISATIONS[cfg.param]
+        per_class = kind.real_per_class(self.config, info.num_classes, info.image_shape)
         if cfg.init == "real":
-            images, _ = take_per_class(self.data.train.x, self.data.train.y, info.num_classes, cfg.ipc,
+            images, _ = take_per_class(self.data.train.x, self.data.train.y, info.num_classes, per_class,
                                        seed=self.config.outer.seed)
         else:
-            images = torch.rand((info.num_classes * cfg.ipc, *info.image_shape),
+            images = torch.rand((info.num_classes * per_class, *info.image_shape),
                                 generator=self.generators["synthetic"]).to(self.device)
-        synthetic = PARAMETERISATIONS[cfg.param].from_real(images, info.num_classes, learn_labels=cfg.learn_labels,
-                                                           config=self.config)
+        synthetic = kind.from_real(images, info.num_classes, learn_labels=cfg.learn_labels, config=self.config,
+                                   generator=self.generators["synthetic"])
         synthetic.check_budget()
         return synthetic.to(self.device)
 
@@ -134,28 +141,41 @@ class Distiller:
     # -- one outer step -------------------------------------------------------------------------
     def step(self) -> StepStats:
         """One outer iteration: back-propagate the method's loss parts (plus the policy objective), then update."""
-        cfg = self.config
+        cfg, dist = self.config, self.dist
         x_real, y_real = self.sampler.sample(cfg.outer.real_per_class, self.generators["data"])
-        batch = OuterBatch(x_real, y_real, self.stream.step(), self.iteration)
+        shard = dist.shard if self.method.shards else Shard()
+        batch = OuterBatch(x_real, y_real, self.stream.step(), self.iteration, shard,
+                           step_seed(cfg.outer.seed, self.iteration))
         self.optimizer.zero_grad(set_to_none=True)
         if self.policy_optimizer is not None:
             self.policy_optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         policy_learned = False
+        learned = self.learned_parameters()
+        inputs = [p for p in learned if p.requires_grad]
         for part in self.method.losses(batch):
             loss = part.loss
             if self.policy_objective is not None and part.theta is not None:
-                loss = loss + part.weight * self.policy_objective(self.model, part.theta, x_real, y_real,
-                                                                  batch.augment)
+                for theta in part.thetas():
+                    loss = loss + part.weight * self.policy_objective(self.model, theta, x_real, y_real,
+                                                                      part.augment or batch.augment)
                 policy_learned = True
-            loss.backward()
+            if dist.world_size > 1 and not self.method.shards:  # every rank computed it: sum to one copy
+                loss = loss / dist.world_size
+            # only into what is learned (and θ leaves a method reads back): no gradient for θ₀ (~10% of a step)
+            loss.backward(inputs=inputs + [v for v in (part.theta or {}).values() if v.is_leaf and v.requires_grad])
             total = total + loss.detach()
+        if self.policy_objective is not None and self.method.shards:  # a rank may have had no unit
+            policy_learned = dist.any(policy_learned, self.device)
         if self.policy_objective is not None and not policy_learned:
             loss = self.policy_objective.standalone(self.model, self.synthetic, x_real, y_real, batch.augment,
                                                     self.generators["policy"])
-            loss.backward()
+            if dist.world_size > 1:
+                loss = loss / dist.world_size
+            loss.backward(inputs=inputs)
             total = total + loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.learned_parameters(), cfg.outer.grad_clip)
+        total = dist.all_reduce_gradients(learned, total.reshape(1)).reshape(())
+        grad_norm = torch.nn.utils.clip_grad_norm_(learned, cfg.outer.grad_clip)
         loss_value, norm_value = float(total), float(grad_norm)  # one host sync per outer step
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
             raise TrainingDivergedError(
@@ -202,7 +222,17 @@ class Distiller:
 
     # -- validation and selection ---------------------------------------------------------------
     def validate(self, nets: int = 3) -> float:
-        """Mean validation accuracy of ``nets`` fresh networks (``config.outer.validation``); keeps the best state."""
+        """Mean validation accuracy of ``nets`` fresh networks (``config.outer.validation``); keeps the best state.
+
+        Under ``torchrun`` rank 0 measures it and hands it to the others, which select the same state."""
+        val_acc = self.dist.broadcast_float(self._validation_accuracy(nets) if self.dist.is_main else None,
+                                            self.device)
+        self.history.append({"iteration": self.iteration, "val_acc": val_acc})
+        if val_acc > self.best["val_acc"]:
+            self.best = {"val_acc": val_acc, "iteration": self.iteration, "state": copy.deepcopy(self._learned_state())}
+        return val_acc
+
+    def _validation_accuracy(self, nets: int) -> float:
         with torch.no_grad():
             images, targets = self.synthetic.decode().detach(), self.synthetic.targets().detach()
         policy = self.policy
@@ -211,11 +241,16 @@ class Distiller:
         accs = validation_accuracies(self.config.outer.validation, model=self.model, images=images, targets=targets,
                                      recipe=self.method.replay_recipe(), val=self.data.val, info=self.data.info,
                                      nets=nets, epochs=self.config.outer.val_epochs, policy=policy)
-        val_acc = float(accs.mean())
-        self.history.append({"iteration": self.iteration, "val_acc": val_acc})
-        if val_acc > self.best["val_acc"]:
-            self.best = {"val_acc": val_acc, "iteration": self.iteration, "state": copy.deepcopy(self._learned_state())}
-        return val_acc
+        return float(accs.mean())
+
+    def check_in_sync(self, what: str) -> None:
+        """Under ``torchrun``: raise :class:`~augdistill.distill.distributed.DistributedError` if any learned
+        tensor differs between the ranks (cheap: two small all-reduces)."""
+        state = {f"synthetic.{k}": v for k, v in self.synthetic.named_parameters()}
+        state.update({f"method.{k}": v for k, v in self.method.named_parameters()})
+        if self.policy is not None:
+            state.update({f"policy.{k}": v for k, v in self.policy.named_parameters()})
+        self.dist.check_in_sync(state, what)
 
     def _learned_state(self) -> dict[str, Any]:
         return {"synthetic": self.synthetic.state_dict(), "method": self.method.state_dict(),
@@ -240,6 +275,7 @@ class Distiller:
             **self._learned_state(),
             "optimizer": self.optimizer.state_dict(),
             "policy_optimizer": self.policy_optimizer.state_dict() if self.policy_optimizer is not None else None,
+            "policy_objective": self.policy_objective.state_dict() if self.policy_objective is not None else None,
             "generators": {k: g.get_state() for k, g in self.generators.items()},
             "history": self.history,
             "best": self.best,
@@ -251,6 +287,8 @@ class Distiller:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.policy_optimizer is not None:
             self.policy_optimizer.load_state_dict(state["policy_optimizer"])
+        if self.policy_objective is not None:
+            self.policy_objective.load_state_dict(state.get("policy_objective") or {})
         for k, g in self.generators.items():
             g.set_state(state["generators"][k])
         self.history = list(state["history"])

@@ -2,6 +2,7 @@
 
 from augdistill.inner.schedule import InnerSchedule
 from augdistill.inner.stream import AugmentStream, StepAugment, select_rows
-from augdistill.inner.unroll import inner_step_loss, unroll
+from augdistill.inner.unroll import PRECISIONS, inner_step_loss, logits, unroll
 
-__all__ = ["InnerSchedule", "unroll", "inner_step_loss", "AugmentStream", "StepAugment", "select_rows"]
+__all__ = ["InnerSchedule", "unroll", "inner_step_loss", "logits", "PRECISIONS", "AugmentStream", "StepAugment",
+           "select_rows"]

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 from augdistill.augment import dsa_policy
 from augdistill.config import DataConfig, DistillConfig, MethodConfig, OuterConfig, PolicyConfig, SyntheticConfig
+from augdistill.distill import distributed
 from augdistill.errors import ConfigError
 from augdistill.runs.atomic import load_json, save_json
 from augdistill.runs.jobs import distill_run, evaluate_run
@@ -120,7 +121,11 @@ def _summary(accs: Sequence[float]) -> dict[str, float]:
 
 def run_bench(cells: Sequence[BenchCell], settings: BenchSettings, out: str | Path,
               log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict[str, Any]:
-    """Run (or resume) every cell into ``out``; returns the ``bench.json`` content and writes ``bench.md``."""
+    """Run (or resume) every cell into ``out``; returns the ``bench.json`` content and writes ``bench.md``.
+
+    Under ``torchrun`` the ranks distil each cell together; rank 0 alone evaluates, records and logs."""
+    dist = distributed.from_environment(settings.device)
+    log = log if dist.is_main else _silent
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     record_path = out / "bench.json"
@@ -129,7 +134,9 @@ def run_bench(cells: Sequence[BenchCell], settings: BenchSettings, out: str | Pa
     record.setdefault("cells", {})
     record.setdefault("floors", {})
     policy_file = out / "dsa.json"
-    save_json(dsa_policy().to_dict(), policy_file)
+    if dist.is_main:
+        save_json(dsa_policy().to_dict(), policy_file)
+    dist.barrier()
     for k, cell in enumerate(cells, 1):
         if cell.name in record["cells"]:
             log(f"[{k}/{len(cells)}] {cell.name}: done before, skipped")
@@ -141,6 +148,8 @@ def run_bench(cells: Sequence[BenchCell], settings: BenchSettings, out: str | Pa
         metrics = distill_run(config, run_dir, resume=(run_dir / CHECKPOINT_FILE).exists(), device=settings.device,
                               eval_every=settings.eval_every, eval_nets=settings.val_nets, final_nets=0)
         distill_seconds = time.perf_counter() - started
+        if not dist.is_main:
+            continue
         aug = "run" if cell.policy != "none" else "dsa"
         evaluation = evaluate_run(run_dir, "standard", nets=settings.nets, device=settings.device,
                                   epochs=settings.eval_epochs, augment=aug)
@@ -156,9 +165,13 @@ def run_bench(cells: Sequence[BenchCell], settings: BenchSettings, out: str | Pa
         save_json(record, record_path)
         log(f"    {100 * evaluation.result.mean:.2f} ± {100 * evaluation.result.std:.2f}% "
             f"({distill_seconds / 60:.1f} min distilling)")
-    table = bench_table(record)
-    (out / "bench.md").write_text(table + "\n")
+    if dist.is_main:
+        (out / "bench.md").write_text(bench_table(record) + "\n")
     return record
+
+
+def _silent(message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def bench_table(record: dict[str, Any]) -> str:

@@ -32,8 +32,8 @@ def compare_policies(base: DistillConfig, out_root: str | Path, *, modes: Sequen
         save_json(dsa_policy().to_dict(), dsa_file)
     rows = []
     for mode in modes:
-        policy = dataclasses.replace(base.policy, mode=mode,
-                                     init_file=str(dsa_file) if mode == "fixed" else base.policy.init_file)
+        init_file = {"none": None, "fixed": str(dsa_file)}.get(mode, base.policy.init_file)
+        policy = dataclasses.replace(base.policy, mode=mode, init_file=init_file)
         config = dataclasses.replace(base, policy=policy)
         run_dir = out_root / mode
         resume = (run_dir / "checkpoint.pt").exists()

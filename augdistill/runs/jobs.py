@@ -1,13 +1,21 @@
 """Whole jobs on a run directory: distill (with checkpoints and resume) and evaluate.
 
-These are what the CLI calls; they are equally usable from Python.
+These are what the CLI calls; they are equally usable from Python. Every argument and every file is
+checked before any work starts (see :mod:`augdistill.runs.options`, :mod:`augdistill.runs.schema`);
+a run folder is claimed by one writer at a time (:mod:`augdistill.runs.folder`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import dataclasses
 import datetime
+import io
+import math
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -17,22 +25,28 @@ from torch import nn
 
 from augdistill.config import DistillConfig
 from augdistill.data import Dataset, load_dataset, take_per_class
-from augdistill.distill import Distiller, StepStats
+from augdistill.distill import Distiller, StepStats, distributed
 from augdistill.distill.methods import with_method_defaults
 from augdistill.distill.validation import policy_augment
-from augdistill.errors import CheckpointError, ConfigError, TrainingDivergedError
+from augdistill.errors import CheckpointError, ConfigError, RunInterrupted, TrainingDivergedError
 from augdistill.models import build_model
-from augdistill.runs.atomic import load_json, load_tensors, save_json, save_tensors
+from augdistill.runs import folder, schema
+from augdistill.runs.atomic import available_memory, load_tensors, reason, save_json, save_tensors
 from augdistill.runs.layout import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, POLICY_FILE, SYNTHETIC_FILE,
-                                    DistilledSet, load_config, load_distilled, save_distilled)
+                                    DistilledSet, check_fits, load_config, load_distilled, load_metrics,
+                                    save_distilled)
+from augdistill.runs.options import PROTOCOLS, DistillOptions, EvalOptions
 from augdistill.runs.plots import save_curves, save_image_grid
 from augdistill.runs.progress import Progress
 from augdistill.train.evaluate import (EvalResult, StandardProtocol, replay_accuracies, standard_accuracies,
                                        summarize)
 
-__all__ = ["distill_run", "evaluate_run", "Evaluation", "evaluation_policy", "draw_run", "PROTOCOLS", "load_run_dataset", "build_run_policy"]
+__all__ = ["distill_run", "evaluate_run", "Evaluation", "evaluation_policy", "draw_run", "PROTOCOLS",
+           "load_run_dataset", "build_run_policy", "RESUMABLE"]
 
-PROTOCOLS = ("replay", "standard", "random-subset", "full-data")
+#: What a resumed run may change: config fields (``section.field``) and job options. Everything else
+#: decides what is learned and selected, and must match the run.
+RESUMABLE = frozenset({"outer.iterations", "device", "checkpoint_every", "final_nets"})
 
 
 def load_run_dataset(config: DistillConfig) -> Dataset:
@@ -49,6 +63,9 @@ def build_run_policy(config: DistillConfig, info: Any) -> nn.Module | None:
         return load_policy(cfg.init_file)
     if cfg.mode == "fixed":
         raise ConfigError("--policy fixed needs --policy-init FILE.json (e.g. policies/dsa.json)")
+    if not cfg.ops:
+        raise ConfigError("--policy learn needs at least one op in --ops (e.g. --ops rotate,scale) or "
+                          "--policy-init FILE.json; got none")
     return build_policy(list(cfg.ops), composition="sequential", image_size=info.image_shape[1:])
 
 
@@ -69,18 +86,30 @@ def _loss_series(history: list[dict[str, Any]]) -> dict[str, list[tuple[float, f
 
 def draw_run(run_dir: str | Path) -> list[Path]:
     """(Re)draw ``synthetic.png`` and ``loss.png`` of a run directory; returns the written paths."""
-    run_dir = Path(run_dir)
+    run_dir = _run_folder(run_dir)
     config = load_config(run_dir)
     s = load_distilled(run_dir / SYNTHETIC_FILE)
-    names = load_run_dataset(config).info.class_names
-    save_image_grid(s.images, s.labels, names, run_dir / "synthetic.png")
+    info = load_run_dataset(config).info
+    check_fits(s, run_dir / SYNTHETIC_FILE, config, info.image_shape, info.num_classes)
+    history = load_metrics(run_dir).get("history", []) if (run_dir / METRICS_FILE).is_file() else None
+    save_image_grid(s.images, s.labels, info.class_names, run_dir / "synthetic.png")
     written = [run_dir / "synthetic.png"]
-    metrics_path = run_dir / METRICS_FILE
-    if metrics_path.is_file():
-        history = load_json(metrics_path, "metrics").get("history", [])
+    if history is not None:
         save_curves(_loss_series(history), run_dir / "loss.png", title=f"{config.data.name}, ipc {s.ipc}")
         written.append(run_dir / "loss.png")
     return written
+
+
+def _run_folder(run_dir: str | Path) -> Path:
+    """``run_dir`` if it is a run folder (its marker, when present, of a version this code reads)."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise CheckpointError(f"run directory {run_dir} does not exist")
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {run_dir} is not a folder")
+    if (run_dir / folder.MARKER_FILE).exists():
+        folder.read_marker(run_dir)
+    return run_dir
 
 
 class _StopRequest:
@@ -90,15 +119,21 @@ class _StopRequest:
     """
 
     def __init__(self) -> None:
-        self.requested = False
+        self.signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def __call__(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.signum = signum
 
     def __enter__(self) -> "_StopRequest":
-        self.previous = {s: signal.signal(s, self) for s in (signal.SIGTERM, signal.SIGINT)}
+        # signal handlers can only be set in the main thread; elsewhere the default behaviour stays
+        main = threading.current_thread() is threading.main_thread()
+        self.previous = {s: signal.signal(s, self) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -110,35 +145,75 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
                 checkpoint_every: int = 100, eval_every: int = 100, eval_nets: int = 5,
                 final_nets: int = 5, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
                 ) -> dict[str, Any]:
-    """Distill into ``out``: checkpoints atomically, resumes, selects on val, exports and evaluates.
+    """Distill into the run folder ``out``: checkpoints atomically, resumes, selects on val, exports and evaluates.
+
+    Every argument is checked before any work (:class:`~augdistill.runs.options.DistillOptions`), the
+    folder is claimed (:func:`augdistill.runs.folder.claim`: a marker, one writer at a time, no write
+    into a folder that is not a run), and with ``resume`` the configuration must agree with the run's
+    ``config.json`` except for :data:`RESUMABLE` fields. A checkpoint is written after every
+    ``checkpoint_every`` steps *and* their validation, so a resumed run (after ``kill -9``, SIGTERM or
+    Ctrl-C) ends with the same synthetic set, history and selected iteration as an uninterrupted one.
 
     Returns the metrics dict also written to ``out/metrics.json``.
+
+    Raises:
+        ConfigError, DataError, PolicyFormatError, CheckpointError: before any training.
+        RunInterrupted: SIGTERM / Ctrl-C; the checkpoint holds the last whole step.
+        TrainingDivergedError: the loss became non-finite; the last checkpoint is kept.
     """
-    out = Path(out)
+    options = DistillOptions(device, checkpoint_every, eval_every, eval_nets, final_nets)
     config = with_method_defaults(config)
-    if resume:
-        _check_same_run(load_config(out), config, out)
-    elif (out / CHECKPOINT_FILE).exists():
-        raise CheckpointError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    dataset = load_run_dataset(config)
-    distiller = Distiller(config, dataset, policy=build_run_policy(config, dataset.info), device=device)
-    if resume:
-        state = load_tensors(out / CHECKPOINT_FILE, "checkpoint", map_location=device,
-                             required=("iteration", "synthetic", "method", "optimizer", "generators", "history"))
-        try:
-            distiller.load_state_dict(state)
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise CheckpointError(f"{out / CHECKPOINT_FILE} does not fit this configuration ({e})") from None
-        log(f"resumed {out} at iteration {distiller.iteration}/{config.outer.iterations}")
-    out.mkdir(parents=True, exist_ok=True)
-    save_json(config.to_dict(), out / CONFIG_FILE)
+    out = Path(out)
+    dist = distributed.from_environment(options.device)  # under torchrun: rank 0 claims, writes and logs
+    log = log if dist.is_main else _silent
+    record = {**config.to_dict(), "world_size": dist.world_size}
+    with contextlib.ExitStack() as claimed:
+        state = dist.from_main(lambda: claimed.enter_context(
+            folder.claim(out, resume=resume, options=dataclasses.asdict(options), log=log)))
+
+        def setup() -> tuple[Dataset, Distiller]:
+            if resume:
+                _check_same_run(out, state, config, options)
+            if dist.is_main and not (resume and (out / CONFIG_FILE).exists()):  # a killed run resumes as it is
+                save_json(record, out / CONFIG_FILE)
+            dataset = load_run_dataset(config)
+            _check_plausible(config, dataset, options.device)
+            distiller = Distiller(config, dataset, policy=build_run_policy(config, dataset.info), device=options.device,
+                                  dist=dist)
+            if "checkpoint.pt" in state.results:  # claim() refuses results without --resume
+                _load_checkpoint(distiller, out / CHECKPOINT_FILE)
+                log(f"resumed {out} at iteration {distiller.iteration}/{config.outer.iterations}")
+            return dataset, distiller
+
+        dataset, distiller = dist.all_ok(setup, f"the setup of {out}")
+        distiller.check_in_sync("after setup")
+        if dist.is_main:
+            folder.write_marker(out, dataclasses.asdict(options))
+            save_json(record, out / CONFIG_FILE)
+        _fit(distiller, out, options, log)
+        return _finish(distiller, dataset, out, options, log)
+
+
+def _silent(message: str) -> None:
+    """The log of ranks other than 0."""
+
+
+def _fit(distiller: Distiller, out: Path, options: DistillOptions, log: Callable[[str], None]) -> None:
+    """Train to the budget, checkpointing after whole steps (and on SIGTERM / Ctrl-C, then stopping)."""
+    path = out / CHECKPOINT_FILE
+    saved = {"iteration": distiller.iteration if path.exists() else None}
+
+    dist = distiller.dist
 
     def checkpoint() -> None:
-        save_tensors(distiller.state_dict(), out / CHECKPOINT_FILE)
+        distiller.check_in_sync(f"checkpoint at iteration {distiller.iteration}")
+        if dist.is_main:
+            save_tensors(distiller.state_dict(), path)
+        saved["iteration"] = distiller.iteration
 
-    progress = Progress(config.outer.iterations, start=distiller.iteration)
+    progress = Progress(distiller.config.outer.iterations, start=distiller.iteration,
+                        stream=None if dist.is_main else io.StringIO())
     last_val: dict[str, float] = {}
-
     with _StopRequest() as stop:
         def on_step(stats: StepStats, val_acc: float | None) -> None:
             if val_acc is not None:
@@ -147,29 +222,44 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
             if stats.policy_width is not None:
                 shown["width"] = stats.policy_width
             progress.update(stats.iteration, **shown, **last_val)
-            if stop.requested or (checkpoint_every and stats.iteration % checkpoint_every == 0):
+            stopping = dist.any(stop.requested, distiller.device)  # every rank stops after the same step
+            if stopping or stats.iteration % options.checkpoint_every == 0:
                 checkpoint()
-            if stop.requested:
-                raise KeyboardInterrupt
+            if stopping:
+                signum = stop.signum if stop.signum is not None else signal.SIGTERM
+                raise RunInterrupted(f"stopped by {signal.Signals(signum).name} after iteration {stats.iteration}; "
+                                     f"{path} holds it: continue with --resume", signum)
 
         try:
-            distiller.fit(eval_every=eval_every, eval_nets=eval_nets, on_step=on_step)
+            distiller.fit(eval_every=options.eval_every, eval_nets=options.eval_nets, on_step=on_step)
         except TrainingDivergedError as e:
-            raise TrainingDivergedError(f"{e}; the last good state is in {out / CHECKPOINT_FILE}") from None
+            kept = ("no checkpoint was written yet" if saved["iteration"] is None else
+                    f"the last good checkpoint ({path}, iteration {saved['iteration']}) is kept")
+            raise TrainingDivergedError(f"{e}; {kept}") from None
     checkpoint()
+
+
+def _finish(distiller: Distiller, dataset: Dataset, out: Path, options: DistillOptions,
+            log: Callable[[str], None]) -> dict[str, Any]:
+    """Select on val, export ``synthetic.pt``, evaluate, and write ``metrics.json``, the policy and the pictures."""
+    config = distiller.config
     distiller.restore_best()
+    validated = distiller.best["state"] is not None
     distilled = _distilled(distiller)
-    save_distilled(distilled, out / SYNTHETIC_FILE)
     metrics: dict[str, Any] = {"dataset": config.data.name, "ipc": config.synthetic.ipc, "method": config.method.name,
                                "param": config.synthetic.param, "stored_floats": distiller.synthetic.stored_floats(),
                                "decoded_images": distiller.synthetic.num_decoded,
                                "validation": config.outer.validation,
-                               "selected_iteration": distiller.best["iteration"] if eval_every else distiller.iteration,
-                               "selected_val_acc": distiller.best["val_acc"], "history": distiller.history}
-    if final_nets and distilled.lrs is not None:
-        result = replay_result(distilled, config, dataset, final_nets, device, distiller.policy)
+                               "selected_iteration": distiller.best["iteration"] if validated else distiller.iteration,
+                               "selected_val_acc": distiller.best["val_acc"] if validated else None,
+                               "world_size": distiller.dist.world_size, "history": distiller.history}
+    if not distiller.dist.is_main:  # the other ranks hold the same state and write nothing
+        return metrics
+    save_distilled(distilled, out / SYNTHETIC_FILE)
+    if options.final_nets and distilled.lrs is not None:
+        result = replay_result(distilled, config, dataset, options.final_nets, options.device, distiller.policy)
         metrics["test_replay"] = {"mean": result.mean, "std": result.std, "accs": list(result.accs)}
-        log(f"replay accuracy on the test split ({final_nets} fresh nets): {result}")
+        log(f"replay accuracy on the test split ({options.final_nets} fresh nets): {result}")
     save_json(metrics, out / METRICS_FILE)
     if distiller.policy is not None:
         measured = {"selected_val_acc": metrics["selected_val_acc"]}
@@ -181,13 +271,139 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
     return metrics
 
 
-def _check_same_run(saved: DistillConfig, config: DistillConfig, out: Path) -> None:
-    """A resumed run may change its iteration budget, nothing else."""
-    a, b = with_method_defaults(saved).to_dict(), config.to_dict()
-    a["outer"].pop("iterations"), b["outer"].pop("iterations")
-    differing = [f"{section}.{k}" for section in a for k in a[section] if a[section][k] != b[section].get(k)]
-    if differing:
-        raise CheckpointError(f"--resume: the configuration differs from {out / CONFIG_FILE} in {differing}")
+def _load_checkpoint(distiller: Distiller, path: Path) -> None:
+    """Validate ``checkpoint.pt`` (fields, finite values, history, iteration within the budget) and load it."""
+    raw = load_tensors(path, "checkpoint", map_location="cpu",
+                       required=("iteration", "synthetic", "method", "optimizer", "generators", "history"))
+    schema.checkpoint_fields(path, raw, budget=distiller.config.outer.iterations, streams=list(distiller.generators))
+    optimizers = [("optimizer", distiller.optimizer), ("policy_optimizer", distiller.policy_optimizer)]
+    optimizers = [(name, o) for name, o in optimizers if o is not None]
+    hyper = ("lr", "betas", "eps", "weight_decay", "momentum")
+    expected = {name: [{k: g[k] for k in hyper if k in g} for g in o.param_groups] for name, o in optimizers}
+    modules = {"synthetic": distiller.synthetic, "method": distiller.method, "policy": distiller.policy}
+    best = raw.get("best", {}).get("state")  # restored only at the end of training: check it now too
+    states = [("", raw)] + ([("best.state.", best)] if best is not None else [])
+    for prefix, state in states:
+        for key, module in modules.items():
+            _check_like(path, prefix + key, state.get(key), None if module is None else module.state_dict())
+    try:
+        distiller.load_state_dict(raw)
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
+        raise CheckpointError(f"{path} does not fit this configuration ({reason(e)})") from None
+    for name, optimizer in optimizers:
+        _check_optimizer(path, name, optimizer, expected[name])
+
+
+def _check_optimizer(path: Path, name: str, optimizer: torch.optim.Optimizer, wanted: list[dict[str, Any]]) -> None:
+    """What ``load_state_dict`` does not check: the hyperparameters are the run's, every moment has its
+    parameter's shape and dtype, and a step can use the state (tried on a copy, with zero gradients)."""
+    for i, (group, settings) in enumerate(zip(optimizer.param_groups, wanted)):
+        found = {k: group.get(k) for k in settings}
+        if not all(_plain(v) for v in found.values()) or found != settings:
+            raise schema.fail(path, f"{name}.param_groups[{i}]", str(found), f"the run's settings {settings}")
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            if not isinstance(state, dict):
+                raise schema.fail(path, f"{name}.state", schema.describe(state), "a mapping for each parameter")
+            for key, value in state.items():
+                moment = isinstance(value, torch.Tensor) and value.dim() > 0
+                if moment and (value.shape, value.dtype) != (p.shape, p.dtype):
+                    raise schema.fail(path, f"{name}.state.{key}", schema.describe(value),
+                                      f"{schema.describe(p.detach())} like its parameter")
+    probe = copy.deepcopy(optimizer)
+    for group in probe.param_groups:
+        for p in group["params"]:
+            p.grad = torch.zeros_like(p)
+    try:
+        probe.step()
+    except Exception as e:  # noqa: BLE001 - whatever a step raises, the state is unusable
+        raise CheckpointError(f"{path}: field '{name}.state' cannot be used by {type(optimizer).__name__} "
+                              f"({reason(e)})") from None
+
+
+def _plain(value: Any) -> bool:
+    """A number, string, bool or ``None``, or a tuple / list of them (safe to compare with ``==``)."""
+    if isinstance(value, (tuple, list)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _check_like(path: Path, field: str, found: Any, expected: Any) -> None:
+    """Refuse ``found`` unless it has the keys, tensor shapes and dtypes of ``expected`` (nested dicts)."""
+    if isinstance(expected, dict):
+        if not isinstance(found, dict) or set(found) != set(expected):
+            raise schema.fail(path, field, schema.describe(found), f"the fields {sorted(expected)}")
+        for k in expected:
+            _check_like(path, f"{field}.{k}", found[k], expected[k])
+    elif isinstance(expected, torch.Tensor):
+        if not isinstance(found, torch.Tensor) or found.shape != expected.shape or found.dtype != expected.dtype:
+            raise schema.fail(path, field, schema.describe(found), schema.describe(expected))
+    elif (expected is None) != (found is None):
+        raise schema.fail(path, field, schema.describe(found), schema.describe(expected))
+
+
+def _flag(section: str, f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or f"{section}.{f.name}"
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _contradictions(saved: DistillConfig, config: DistillConfig) -> list[str]:
+    """``--flag=value (section.field is X in the run)`` for every field that differs and may not change."""
+    found = []
+    for section in dataclasses.fields(DistillConfig):
+        old, new = getattr(saved, section.name), getattr(config, section.name)
+        for f in dataclasses.fields(old):
+            a, b = getattr(old, f.name), getattr(new, f.name)
+            if a != b and f"{section.name}.{f.name}" not in RESUMABLE:
+                field = f"{section.name}.{f.name}"
+                found.append(f"{_flag(section.name, f)}={_shown(b)} ({field} is {_shown(a)} in the run)")
+    return found
+
+
+def _check_same_run(out: Path, state: folder.FolderState, config: DistillConfig, options: DistillOptions) -> None:
+    """A resumed run may change only :data:`RESUMABLE` settings; name every other one that differs."""
+    found: list[str] = []
+    if (out / CONFIG_FILE).exists():
+        found += _contradictions(with_method_defaults(load_config(out)), config)
+    elif "checkpoint.pt" in state.results:
+        raise CheckpointError(f"--resume: {out} holds {CHECKPOINT_FILE} but no {CONFIG_FILE}; it cannot be continued")
+    stored = folder.read_marker(out).get("options", {}) if state.marked else {}
+    for f in dataclasses.fields(DistillOptions):
+        if f.name in stored and f.name not in RESUMABLE and stored[f.name] != getattr(options, f.name):
+            found.append(f"{_flag('options', f)}={getattr(options, f.name)} (the run has {stored[f.name]})")
+    if found:
+        raise CheckpointError(f"--resume: {'; '.join(found)}: these contradict the run in {out}; drop them to "
+                              "continue the run as it was, or choose another --out")
+
+
+def _check_plausible(config: DistillConfig, dataset: Dataset, device: str) -> None:
+    """Refuse what cannot work on this data and machine: more real images per class than the data has
+    (``--syn-init real``), or tensors larger than the free memory (checked cheaply, before building them)."""
+    info = dataset.info
+    counts = torch.bincount(dataset.train.y, minlength=info.num_classes)
+    if config.synthetic.init == "real" and config.synthetic.ipc > int(counts.min()):
+        c = int(counts.argmin())
+        raise ConfigError(f"--ipc {config.synthetic.ipc} with --syn-init real needs {config.synthetic.ipc} training "
+                          f"images of every class; {info.name} has {int(counts[c])} of class {c} "
+                          f"({info.class_names[c]!r}); use a smaller --ipc or --syn-init noise")
+    floats = math.prod(info.image_shape) * info.num_classes
+    with torch.device("meta"):  # the network's size, without allocating it
+        network = build_model(config.model.name, info.image_shape, info.num_classes, mean=info.mean, std=info.std,
+                              **config.model.kwargs())
+    # the synthetic set with its gradient and two Adam moments, the real batch with its augmented copies, and
+    # the network's parameters and gradient plus one set of parameters per unrolled inner step
+    copies = 2 + config.inner.steps * config.inner.epochs
+    needed = 4 * (floats * (4 * config.synthetic.ipc + (1 + config.policy.copies) * config.outer.real_per_class)
+                  + copies * sum(p.numel() for p in network.parameters()))
+    on_gpu = torch.device(device).type == "cuda"
+    free = torch.cuda.mem_get_info(torch.device(device))[0] if on_gpu else available_memory()
+    if free is not None and needed > free:
+        raise ConfigError(f"--ipc {config.synthetic.ipc}, --real-per-class {config.outer.real_per_class} and the "
+                          f"{config.model.name} network ({config.model.kwargs()}) on {info.name} need at least "
+                          f"{needed / 2**30:.1f} GiB; {device} has {free / 2**30:.1f} GiB available")
 
 
 def _save_policy(distiller: Distiller, path: Path, metrics: dict[str, Any]) -> None:
@@ -259,37 +475,37 @@ def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5
     ``replay`` always replays the run's own augmentation policy (it is part of the learned steps).
     The ``standard`` / ``random-subset`` / ``full-data`` networks (ConvNet-3 width 128, instance norm)
     train for ``epochs`` (default 300; the DSA, DM and MTT papers use 1000) with the augmentation
-    ``augment`` (see :func:`evaluation_policy`).
+    ``augment`` (see :func:`evaluation_policy`). Arguments and files are checked before any training.
     """
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown protocol '{protocol}'; expected one of {', '.join(PROTOCOLS)}")
-    if nets < 1:
-        raise ConfigError(f"--nets must be >= 1, got {nets}")
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run directory {run_dir} does not exist")
+    options = EvalOptions(protocol, nets, epochs, augment, device)
+    if options.protocol == "replay" and (options.epochs is not None or options.augment not in ("none", "run")):
+        raise ConfigError("--protocol replay replays the learned steps with the run's own policy; --epochs and "
+                          "--aug apply to the standard, random-subset and full-data protocols")
+    run_dir = _run_folder(run_dir)
     config = with_method_defaults(load_config(run_dir))
     s = load_distilled(run_dir / SYNTHETIC_FILE)
-    dataset = load_run_dataset(config).to(device)
-    if protocol == "replay":
+    dataset = load_run_dataset(config)
+    check_fits(s, run_dir / SYNTHETIC_FILE, config, dataset.info.image_shape, dataset.info.num_classes)
+    dataset = dataset.to(options.device)
+    if options.protocol == "replay":
         policy = _load_run_policy(run_dir) if config.policy.mode != "none" else None
-        return Evaluation(replay_result(s, config, dataset, nets, device, policy), protocol, None,
-                          "run" if policy is not None else "none", config.model.name)
-    standard = StandardProtocol() if epochs is None else StandardProtocol(epochs=epochs)
-    policy = evaluation_policy(augment, run_dir, dataset.info)
+        return Evaluation(replay_result(s, config, dataset, options.nets, options.device, policy), options.protocol,
+                          None, "run" if policy is not None else "none", config.model.name)
+    standard = StandardProtocol() if options.epochs is None else StandardProtocol(epochs=options.epochs)
+    policy = evaluation_policy(options.augment, run_dir, dataset.info)
     augment_std = None
     if policy is not None:
-        policy = policy.to(device).train().requires_grad_(False)
+        policy = policy.to(options.device).train().requires_grad_(False)
         augment_std = policy_augment(policy, torch.Generator().manual_seed(0))
-    seeds = list(range(nets))
-    if protocol == "standard":
-        x, targets = s.images.to(device), s.targets.to(device)
-    elif protocol == "random-subset":
+    seeds = list(range(options.nets))
+    if options.protocol == "standard":
+        x, targets = s.images.to(options.device), s.targets.to(options.device)
+    elif options.protocol == "random-subset":
         x, targets = take_per_class(dataset.train.x, dataset.train.y, dataset.info.num_classes, s.ipc, seed=0)
     else:
         x, targets = dataset.train.x, dataset.train.y
     accs = standard_accuracies(x, targets, dataset.info, dataset.test, seeds, standard, augment_std)
-    return Evaluation(summarize(protocol, accs), protocol, standard.epochs, augment,
+    return Evaluation(summarize(options.protocol, accs), options.protocol, standard.epochs, options.augment,
                       f"{standard.model.name}-{standard.model.depth}, width {standard.model.width}, "
                       f"{standard.model.norm} norm")
 

@@ -1,16 +1,19 @@
 """The run directory: what ``augdistill distill`` writes and ``evaluate`` / ``show`` read.
 
 Files:
-    ``synthetic.pt``   plain tensors: images, labels, learned lrs, soft labels, schedule, normalisation
+    ``synthetic.pt``   plain tensors: decoded images, labels, learned lrs, soft labels, schedule, and the
+                       stored tensors with the recipe that decodes them (:meth:`DistilledSet.redecode`)
     ``config.json``    the :class:`DistillConfig`
     ``metrics.json``   per-iteration history, selected iteration, final evaluation
     ``checkpoint.pt``  the full resumable state (atomic, rewritten periodically)
     ``policy.json``    the augmentation policy (when one is used)
+    ``augdistill-run.json``, ``.augdistill.lock``   the marker and the writer's lock (:mod:`augdistill.runs.folder`)
     ``synthetic.png``, ``loss.png``  pictures
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +21,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from augdistill.runs import schema
 from augdistill.runs.atomic import load_json, load_tensors, save_tensors
 from augdistill.config import DistillConfig, config_from_dict
+from augdistill.distill.synthetic import decode_stored
 from augdistill.errors import CheckpointError, ConfigError
 from augdistill.inner import InnerSchedule
 
-__all__ = ["DistilledSet", "save_distilled", "load_distilled", "load_config", "SYNTHETIC_FILE", "CONFIG_FILE",
-           "METRICS_FILE", "CHECKPOINT_FILE", "POLICY_FILE"]
+__all__ = ["DistilledSet", "save_distilled", "load_distilled", "load_config", "load_metrics", "check_fits",
+           "SYNTHETIC_FILE", "CONFIG_FILE", "METRICS_FILE", "CHECKPOINT_FILE", "POLICY_FILE"]
 
 SYNTHETIC_FILE, CONFIG_FILE, METRICS_FILE = "synthetic.pt", "config.json", "metrics.json"
 CHECKPOINT_FILE, POLICY_FILE = "checkpoint.pt", "policy.json"
@@ -66,6 +71,28 @@ class DistilledSet:
         """What to train on: soft labels if learned, else class ids."""
         return self.soft_labels if self.soft_labels is not None else self.labels
 
+    @property
+    def stored_floats(self) -> int:
+        """Floats of the stored tensors (what counts against the ``ipc`` budget)."""
+        return sum(t.numel() for t in self.stored.values())
+
+    def storage(self) -> str:
+        """One line: the parameterisation, stored floats against the budget, and how many images they decode to."""
+        image_floats = math.prod(self.images.shape[1:])
+        classes = int(self.labels.max()) + 1 if self.labels.numel() else 0
+        return (f"--param {self.param}: {self.stored_floats} stored floats = {self.stored_floats / image_floats:.2f} "
+                f"full images (budget --ipc {self.ipc}: {classes * self.ipc} images, "
+                f"{classes * self.ipc * image_floats} floats) -> {self.images.shape[0]} decoded images")
+
+    def redecode(self) -> Tensor:
+        """The decoded images rebuilt from :attr:`stored` and :attr:`recipe` (equal to :attr:`images`)."""
+        try:
+            with torch.no_grad():
+                return decode_stored(self.stored, self.recipe)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"stored tensors {sorted(self.stored)} do not decode with the "
+                                  f"'{self.recipe.get('kind', 'pixels')}' recipe ({type(e).__name__}: {e})") from None
+
 
 def save_distilled(s: DistilledSet, path: str | Path) -> None:
     """Atomically write ``s`` as plain tensors and values (readable with ``torch.load(weights_only=True)``)."""
@@ -79,23 +106,40 @@ def save_distilled(s: DistilledSet, path: str | Path) -> None:
 
 
 def load_distilled(path: str | Path) -> DistilledSet:
-    """Read a ``synthetic.pt`` (format 1 or 2) and validate its fields and shapes."""
+    """Read a ``synthetic.pt`` (format 1 or 2) and validate every field (types, shapes, finite values, pixel
+    range, label range, one learning rate per scheduled step; see :func:`augdistill.runs.schema.synthetic_fields`).
+
+    Raises:
+        CheckpointError: naming the file, the field, the value found and what was expected.
+    """
     raw = load_tensors(path, "synthetic set", required=("format_version", "images", "labels", "lrs", "batches",
                                                          "epochs", "momentum", "dataset", "ipc"))
-    if raw["format_version"] not in (1, FORMAT_VERSION):
-        raise CheckpointError(f"{path}: format_version {raw['format_version']} is not 1 or {FORMAT_VERSION}")
-    images, labels, lrs, batches = raw["images"], raw["labels"], raw["lrs"], raw["batches"]
-    if images.dim() != 4 or labels.shape != (images.shape[0],):
-        raise CheckpointError(f"{path}: images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match")
-    schedule = None
-    if lrs is not None:
-        schedule = InnerSchedule(tuple(batches), int(raw["epochs"]))
-        if lrs.shape != (schedule.total_steps,):
-            raise CheckpointError(f"{path}: {lrs.numel()} learning rates for {schedule.total_steps} steps")
-    return DistilledSet(images, labels, raw["soft_labels"], lrs, schedule, float(raw["momentum"]),
-                        str(raw["dataset"]), int(raw["ipc"]), str(raw.get("method", "wang")),
-                        str(raw.get("param", "pixels")), dict(raw.get("stored") or {"images": images}),
-                        dict(raw.get("recipe") or {}))
+    f = schema.synthetic_fields(path, raw, FORMAT_VERSION)
+    schedule = None if f["lrs"] is None else InnerSchedule(tuple(f["batches"]), f["epochs"])
+    return DistilledSet(f["images"], f["labels"], f["soft_labels"], f["lrs"], schedule, f["momentum"], f["dataset"],
+                        f["ipc"], f["method"], f["param"], f["stored"], f["recipe"])
+
+
+def check_fits(s: DistilledSet, path: str | Path, config: DistillConfig, image_shape: tuple[int, ...],
+               num_classes: int) -> None:
+    """Refuse a synthetic set that does not belong to its run: another dataset or ``ipc`` than ``config``
+    (``config.json``), images of another shape or labels of another number of classes than the data."""
+    if s.dataset != config.data.name or s.ipc != config.synthetic.ipc:
+        raise CheckpointError(f"{path}: a set of dataset {s.dataset!r}, ipc {s.ipc}, but the run's {CONFIG_FILE} says "
+                              f"dataset {config.data.name!r}, ipc {config.synthetic.ipc}; the files are from "
+                              "different runs")
+    if tuple(s.images.shape[1:]) != tuple(image_shape):
+        raise schema.fail(path, "images", schema.describe(s.images), f"images of shape {tuple(image_shape)} "
+                          f"({config.data.name})")
+    schema.tensor(path, "labels", s.labels, kind="int", low=0, high=num_classes - 1)
+    if s.soft_labels is not None and s.soft_labels.shape[1] != num_classes:
+        raise schema.fail(path, "soft_labels", schema.describe(s.soft_labels), f"{num_classes} classes")
+
+
+def load_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """The validated ``metrics.json`` of a run directory (see :func:`augdistill.runs.schema.metrics_fields`)."""
+    path = Path(run_dir) / METRICS_FILE
+    return schema.metrics_fields(path, load_json(path, "run metrics"))
 
 
 def load_config(run_dir: str | Path) -> DistillConfig:
@@ -104,5 +148,5 @@ def load_config(run_dir: str | Path) -> DistillConfig:
     raw: Any = load_json(path, "run config")
     try:
         return config_from_dict(raw)
-    except (ConfigError, TypeError) as e:
+    except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from None

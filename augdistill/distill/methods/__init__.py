@@ -6,6 +6,9 @@ import dataclasses
 
 from augdistill.config import DistillConfig
 from augdistill.distill.methods.base import LossPart, Method, MethodEnv, OuterBatch, ReplayRecipe
+from augdistill.distill.methods.distribution_matching import DistributionMatching
+from augdistill.distill.methods.gradient_matching import GradientMatching
+from augdistill.distill.methods.trajectory_matching import TrajectoryMatching
 from augdistill.distill.methods.wang import Wang
 from augdistill.errors import ConfigError
 
@@ -13,7 +16,7 @@ __all__ = ["METHODS", "Method", "MethodEnv", "OuterBatch", "LossPart", "ReplayRe
            "with_method_defaults"]
 
 #: ``--method`` name -> class.
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Wang,)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Wang, GradientMatching, DistributionMatching, TrajectoryMatching)}
 
 
 def method_class(name: str) -> type[Method]:

@@ -11,7 +11,8 @@ A new method is one file: a :class:`Method` subclass plus its line in :data:`MET
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator
 
 import torch
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 
 from augdistill.config import DistillConfig, ModelConfig
 from augdistill.data import DatasetInfo
+from augdistill.distill.distributed import Shard, unit_generator
 from augdistill.distill.synthetic import SyntheticData
 from augdistill.inner import InnerSchedule, StepAugment
 from augdistill.typing import Params
@@ -36,7 +38,9 @@ class MethodEnv:
         synthetic: the learned set (decode it, never cache the decoded batch across steps).
         info: the dataset's metadata.
         generators: the run's seeded streams; a method draws only from ``init`` (network
-            initialisations) and ``method`` (anything else it samples).
+            initialisations) and ``method`` (anything else it samples). A method that splits its work over
+            ``torchrun`` ranks (:attr:`Method.shards`) draws each work unit's randomness from
+            :meth:`OuterBatch.unit_generator` instead.
         device: where every tensor lives.
     """
 
@@ -57,12 +61,29 @@ class OuterBatch:
         y_real: their class ids ``(K * per_class,)``.
         augment: this step's augmentation (siamese per-class draws, or fresh draws).
         iteration: the index of the step being taken (0 for the first).
+        shard: which work units of the step this process computes (all of them in one process).
+        step_seed: the seed the step's per-unit generators derive from (:meth:`unit_generator`).
     """
 
     x_real: Tensor
     y_real: Tensor
     augment: StepAugment
     iteration: int
+    shard: Shard = field(default_factory=Shard)
+    step_seed: int = 0
+
+    def unit_generator(self, unit: int, stream: str) -> torch.Generator:
+        """The generator of ``stream`` (``init``, ``syn_aug``, ``real_aug``, ``method``) for work unit ``unit``,
+        on the device of the real batch: the same whichever rank computes the unit."""
+        return unit_generator(self.step_seed, unit, stream, self.x_real.device)
+
+    def unit_augment(self, unit: int) -> StepAugment:
+        """This step's augmentation with fresh (non-siamese) draws taken from work unit ``unit``'s own streams;
+        the siamese per-class draw is the step's, shared by every unit."""
+        if not self.augment.active or self.augment.class_draw is not None:
+            return self.augment
+        return dataclasses.replace(self.augment, synthetic_generator=self.unit_generator(unit, "syn_aug"),
+                                   real_generator=self.unit_generator(unit, "real_aug"))
 
 
 @dataclass(frozen=True)
@@ -74,11 +95,25 @@ class LossPart:
         theta: θ_T of an augmentation-aware unroll that the policy objective may be evaluated on
             (``None`` if the method has none).
         weight: the part's share of the step (the policy objective on ``theta`` is scaled by it).
+        augment: the augmentation the unroll to ``theta`` used (its fresh real draws feed the policy
+            objective); ``None``: the step's.
+        stacked: ``0``, or the number of networks stacked along dim 0 of every ``theta`` tensor (draws
+            batched with ``vmap``); the policy objective is then evaluated on each, with ``weight`` each.
     """
 
     loss: Tensor
     theta: Params | None = None
     weight: float = 1.0
+    augment: StepAugment | None = None
+    stacked: int = 0
+
+    def thetas(self) -> list[Params]:
+        """The networks the policy objective is evaluated on (none, ``theta``, or each stacked one)."""
+        if self.theta is None:
+            return []
+        if not self.stacked:
+            return [self.theta]
+        return [{k: v[i] for k, v in self.theta.items()} for i in range(self.stacked)]
 
 
 @dataclass(frozen=True)
@@ -106,6 +141,10 @@ class Method(nn.Module):
     default_model: ClassVar[ModelConfig]
     #: outer-loop defaults (``optimizer``, ``lr_images``, ``validation``) when not given.
     defaults: ClassVar[dict[str, Any]]
+    #: whether :meth:`losses` computes only the work units ``batch.shard`` owns, each drawing its randomness
+    #: from ``batch.unit_generator`` / ``batch.unit_augment`` (see :mod:`augdistill.distill.distributed`).
+    #: ``False``: every rank computes everything from the shared streams and the loop scales by 1 / ranks.
+    shards: ClassVar[bool] = False
 
     def __init__(self, env: MethodEnv) -> None:
         super().__init__()

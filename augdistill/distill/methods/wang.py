@@ -9,20 +9,25 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from augdistill.config import ModelConfig
 from augdistill.distill.methods.base import LossPart, Method, MethodEnv, OuterBatch, ReplayRecipe
-from augdistill.inner import InnerSchedule, unroll
+from augdistill.errors import ConfigError
+from augdistill.inner import InnerSchedule, StepAugment, logits, unroll
 from augdistill.models import sample_params
-from augdistill.typing import Params
+from augdistill.typing import Augment, Params
 
 __all__ = ["Wang", "real_loss", "make_schedule"]
 
 
-def real_loss(model: nn.Module, theta: Params, x_real: Tensor, y_real: Tensor) -> Tensor:
-    """Wang et al.'s objective: cross-entropy of θ_T on a real batch ``(B, C, H, W)``."""
-    return F.cross_entropy(functional_call(model, theta, (x_real,)), y_real)
+def real_loss(model: nn.Module, theta: Params, x_real: Tensor, y_real: Tensor, *, stacked: int = 0,
+              precision: str = "float32") -> Tensor:
+    """Wang et al.'s objective: cross-entropy of θ_T on a real batch ``(B, C, H, W)``; for ``stacked`` networks
+    (dim 0 of every ``theta`` tensor) the sum of each one's mean cross-entropy."""
+    out = logits(model, theta, x_real, stacked=stacked, precision=precision)
+    if not stacked:
+        return F.cross_entropy(out, y_real)
+    return F.cross_entropy(out.flatten(0, 1), y_real.repeat(stacked), reduction="none").view(stacked, -1).mean(1).sum()
 
 
 def make_schedule(num_classes: int, per_class: int, steps: int, epochs: int, batch_per_class: int) -> InnerSchedule:
@@ -39,11 +44,20 @@ class Wang(Method):
     the synthetic minibatch of every inner step is augmented (siamese: with its class's draw), so
     the policy's gradient flows through the unroll and through the augmentation objective
     evaluated on the same θ_T.
+
+    Each draw is a work unit (:attr:`Method.shards`): under ``torchrun`` the ranks split them, and draw
+    ``d`` takes θ₀ and its fresh augmentation from its own generators, so any number of ranks learns
+    the same set. The draws a process computes are unrolled one after another (``--batch-draws loop``)
+    or together as one ``vmap``-ed unroll (``vmap``), which needs them to see the same batches (no
+    policy, or ``--siamese``). ``auto`` takes ``vmap`` where it was measured faster: networks without
+    convolutions (on 2 CPU cores the MLP's step is ~1.3x faster; a ConvNet's batched convolution is
+    slower, see ``benchmarks/bench_scale.py``).
     """
 
     name = "wang"
     default_model = ModelConfig(name="mlp")
     defaults = {"optimizer": "adam", "lr_images": 0.002, "validation": "replay"}
+    shards = True
 
     def __init__(self, env: MethodEnv) -> None:
         super().__init__(env)
@@ -57,6 +71,19 @@ class Wang(Method):
         self.fixed_theta: Params | None = None
         if env.config.outer.init == "fixed":
             self.fixed_theta = sample_params(env.model, env.generators["fixed_theta"])
+        self.batched = self._batch_draws(env)
+
+    @staticmethod
+    def _batch_draws(env: MethodEnv) -> bool:
+        """Whether the draws are unrolled together with ``vmap`` (``--batch-draws``; see the class docstring)."""
+        mode, policy = env.config.outer.batch_draws, env.config.policy
+        shared = policy.mode == "none" or policy.siamese
+        if mode == "vmap" and not shared:
+            raise ConfigError(f"--batch-draws vmap unrolls the draws together, so they must see the same batches: "
+                              f"use --siamese (or --policy none); got --policy {policy.mode} without --siamese")
+        if mode == "auto":
+            return shared and not any(isinstance(m, nn.Conv2d) for m in env.model.modules())
+        return mode == "vmap"
 
     def lrs(self) -> Tensor:
         """Per-step learning rates ``(T,)`` in ``(0, lr_cap)``."""
@@ -66,20 +93,40 @@ class Wang(Method):
         return [{"params": [self.raw_lrs], "lr": self.env.config.outer.lr_lrs}]
 
     def losses(self, batch: OuterBatch) -> Iterator[LossPart]:
-        env, cfg = self.env, self.env.config
+        draws = self.env.config.outer.num_inits
+        units = list(batch.shard.units(draws))
+        if self.batched and len(units) > 1:
+            yield self._part(batch, units, draws)
+            return
+        for unit in units:
+            yield self._part(batch, [unit], draws)
+
+    def _part(self, batch: OuterBatch, units: list[int], draws: int) -> LossPart:
+        """The loss of the draws ``units`` (one, or several stacked with ``vmap``), each weighted ``1 / draws``."""
+        env, inner = self.env, self.env.config.inner
         synthetic = env.synthetic
-        labels = synthetic.labels
-        augment = None
-        if batch.augment.active:
-            def augment(x: Tensor, t: int) -> Tensor:
-                return batch.augment.synthetic(x, labels[self.schedule.on(x.device)[t % self.schedule.steps]])
-        draws = cfg.outer.num_inits
-        for _ in range(draws):
-            theta0 = self.fixed_theta if self.fixed_theta is not None else sample_params(
-                env.model, env.generators["init"])
-            theta = unroll(env.model, theta0, synthetic.decode(), synthetic.targets(), self.lrs(), self.schedule,
-                           momentum=cfg.inner.momentum, augment=augment)
-            yield LossPart(real_loss(env.model, theta, batch.x_real, batch.y_real) / draws, theta, 1.0 / draws)
+        stacked = len(units) if len(units) > 1 else 0
+        augment = batch.unit_augment(units[0])  # the step's own when stacked (stacked draws share it)
+        thetas = [self.fixed_theta if self.fixed_theta is not None else
+                  sample_params(env.model, batch.unit_generator(unit, "init")) for unit in units]
+        theta0 = thetas[0] if not stacked else {k: torch.stack([t[k] for t in thetas]) for k in thetas[0]}
+        fresh = augment.active and augment.class_draw is None
+        theta = unroll(env.model, theta0, synthetic.decode(), synthetic.targets(), self.lrs(), self.schedule,
+                       momentum=inner.momentum, augment=self._augment(augment),
+                       generators=(augment.synthetic_generator,) if fresh else (), checkpoint=inner.checkpoint,
+                       stacked=stacked, precision=inner.precision, compile=inner.compile)
+        loss = real_loss(env.model, theta, batch.x_real, batch.y_real, stacked=stacked, precision=inner.precision)
+        return LossPart(loss / draws, theta, 1.0 / draws, augment=augment, stacked=stacked)
+
+    def _augment(self, augment: StepAugment) -> Augment | None:
+        """``augment(x, t)`` for the unroll: step ``t``'s synthetic minibatch augmented with its classes' draws."""
+        if not augment.active:
+            return None
+        labels, schedule = self.env.synthetic.labels, self.schedule
+
+        def apply(x: Tensor, t: int) -> Tensor:
+            return augment.synthetic(x, labels[schedule.on(x.device)[t % schedule.steps]])
+        return apply
 
     def step_metrics(self) -> dict[str, Tensor]:
         return {"lr_mean": self.lrs().detach().mean()}

@@ -5,6 +5,10 @@ tiles, latent codes and decoders, ...). :meth:`SyntheticData.decode` turns them 
 every method, the inner trainer and the augmentation policy consume only the decoded batch, so a new
 parameterisation is one file that does not touch the loop.
 
+Decoding is also a pure function of plain values, :meth:`SyntheticData.decode_stored` (``stored``
+tensors + the ``recipe`` dict), which is what ``synthetic.pt`` saves: a user with only torch rebuilds
+the decoded images from the stored tensors (the notes print the few lines each kind needs).
+
 The budget is honest: ``ipc`` always means the storage of ``ipc`` full-size images per class, counted
 in floats (:meth:`stored_floats` may not exceed :meth:`budget_floats`). Soft labels and learning rates
 are not images and are reported apart, as in the papers.
@@ -22,7 +26,12 @@ from torch import Tensor, nn
 
 from augdistill.errors import ConfigError
 
-__all__ = ["SyntheticData"]
+__all__ = ["SyntheticData", "budget_floats"]
+
+
+def budget_floats(num_classes: int, ipc: int, image_shape: tuple[int, ...]) -> int:
+    """Floats of ``ipc`` full-size images ``image_shape`` ``(C, H, W)`` per class: ``K * ipc * C * H * W``."""
+    return num_classes * ipc * math.prod(image_shape)
 
 
 class SyntheticData(nn.Module, ABC):
@@ -41,6 +50,8 @@ class SyntheticData(nn.Module, ABC):
 
     #: the name used by ``--param`` and in ``synthetic.pt``.
     kind: ClassVar[str]
+    #: the resolution factor (``--factor``) a parameterisation uses when the configuration leaves it ``None``.
+    default_factor: ClassVar[int] = 1
 
     def __init__(self, num_classes: int, ipc: int, image_shape: tuple[int, int, int], decoded_per_class: int, *,
                  learn_labels: bool = False, label_init_confidence: float = 0.9,
@@ -61,14 +72,42 @@ class SyntheticData(nn.Module, ABC):
             self.label_logits = None
 
     # -- what every parameterisation provides ---------------------------------------------------
+    @classmethod
+    def factor_of(cls, config: Any) -> int:
+        """``config.synthetic.factor``, or :attr:`default_factor` when it is ``None``."""
+        return config.synthetic.factor or cls.default_factor
+
+    @classmethod
+    def real_per_class(cls, config: Any, num_classes: int, image_shape: tuple[int, int, int]) -> int:
+        """How many real (or noise) images per class :meth:`from_real` starts from (default: ``ipc``), for a
+        run ``config`` on ``num_classes`` classes of ``image_shape`` ``(C, H, W)``."""
+        return config.synthetic.ipc
+
+    @classmethod
     @abstractmethod
+    def from_real(cls, images: Tensor, num_classes: int, *, learn_labels: bool = False, config: Any = None,
+                  generator: torch.Generator | None = None) -> "SyntheticData":
+        """Build the set from ``images`` ``(K * real_per_class(...), C, H, W)`` in ``[0, 1]``, class-major.
+
+        ``config`` is the run's :class:`~augdistill.config.DistillConfig`; ``generator`` drives any
+        random choice of the initialisation (e.g. decoder weights), so that a seed fixes the result.
+        """
+
+    @staticmethod
+    @abstractmethod
+    def decode_stored(stored: dict[str, Tensor], recipe: dict[str, Any]) -> Tensor:
+        """Pure function: the decoded images ``(N, C, H, W)`` from :meth:`stored_tensors` and :meth:`recipe`
+        (plain values, as saved in ``synthetic.pt``); differentiable w.r.t. every stored tensor."""
+
     def decode(self) -> Tensor:
         """The training images ``(K * decoded_per_class, C, H, W)`` in ``[0, 1]`` pixel units, differentiable
         w.r.t. every stored tensor."""
+        return self.decode_stored(self.stored_tensors(), self.recipe())
 
     @abstractmethod
     def stored_tensors(self) -> dict[str, Tensor]:
-        """The stored tensors that count against the budget, by name (detached views are fine)."""
+        """The stored tensors that count against the budget, by name (the parameters themselves, so that
+        :meth:`decode_stored` of them is differentiable; :meth:`export` detaches)."""
 
     def recipe(self) -> dict[str, Any]:
         """Plain values that, with :meth:`stored_tensors`, rebuild the decoder (saved in ``synthetic.pt``)."""
@@ -94,14 +133,16 @@ class SyntheticData(nn.Module, ABC):
 
     def budget_floats(self) -> int:
         """What ``ipc`` full-size images per class cost: ``K * ipc * C * H * W``."""
-        return self.num_classes * self.ipc * math.prod(self.image_shape)
+        return budget_floats(self.num_classes, self.ipc, self.image_shape)
 
     def check_budget(self) -> None:
         """Raise :class:`ConfigError` saying by how much the stored tensors exceed the budget."""
         stored, budget = self.stored_floats(), self.budget_floats()
         if stored > budget:
+            over_images = (stored - budget) / math.prod(self.image_shape)
             raise ConfigError(f"--param {self.kind} stores {stored} floats but --ipc {self.ipc} allows {budget} "
-                              f"({stored - budget} too many, {stored / budget:.2f}x the budget)")
+                              f"({stored - budget} too many = {over_images:.2f} full-size images, "
+                              f"{stored / budget:.2f}x the budget)")
 
     def export(self) -> dict[str, Any]:
         """Plain detached CPU tensors: decoded ``images``, ``labels`` (ids), ``soft_labels`` if learned,

@@ -39,9 +39,14 @@ class PixelSet(SyntheticData):
 
     @classmethod
     def from_real(cls, images: Tensor, num_classes: int, *, learn_labels: bool = False,
-                  config: Any = None) -> "PixelSet":
-        """Start from real (or noise) images ``(K * ipc, C, H, W)``, class-major (``config`` is not needed)."""
+                  config: Any = None, generator: torch.Generator | None = None) -> "PixelSet":
+        """Start from real (or noise) images ``(K * ipc, C, H, W)``, class-major (``config`` and
+        ``generator`` are not needed)."""
         return cls(images, num_classes, learn_labels=learn_labels)
+
+    @staticmethod
+    def decode_stored(stored: dict[str, Tensor], recipe: dict[str, Any]) -> Tensor:
+        return stored["images"]
 
     def decode(self) -> Tensor:
         return self.images
