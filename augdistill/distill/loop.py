@@ -16,8 +16,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from augdistill.augment import policy_param_groups
-from augdistill.config import DistillConfig
+from augdistill.augment import build_policy, load_policy, policy_param_groups
+from augdistill.config import DistillConfig, PolicyConfig
 from augdistill.data import ClassBalancedSampler, Dataset, take_per_class
 from augdistill.distill.distributed import SINGLE, DistContext, Shard, step_seed
 from augdistill.distill.methods import Method, MethodEnv, OuterBatch, method_class, with_method_defaults
@@ -28,7 +28,7 @@ from augdistill.errors import ConfigError, TrainingDivergedError
 from augdistill.inner import AugmentStream
 from augdistill.models import build_model
 
-__all__ = ["Distiller", "StepStats", "STREAMS"]
+__all__ = ["Distiller", "StepStats", "STREAMS", "policy_from_config"]
 
 #: Offsets that give every random stream of a run its own generator seeded from one ``seed``.
 STREAMS = {"data": 0, "init": 1, "syn_aug": 2, "real_aug": 3, "synthetic": 4, "fixed_theta": 5, "method": 6,
@@ -45,6 +45,23 @@ class StepStats:
     policy_width: float | None
 
 
+
+def policy_from_config(cfg: PolicyConfig, image_size: tuple[int, int]) -> nn.Module:
+    """The policy ``cfg`` asks for when none is handed over: the ``init_file`` JSON, or fresh ``ops``.
+
+    Args:
+        cfg: a policy configuration whose mode is ``fixed`` or ``learn``.
+        image_size: ``(H, W)`` of the images (scales the learnable ranges).
+    """
+    if cfg.init_file is not None:
+        return load_policy(cfg.init_file)
+    if cfg.mode == "fixed":
+        raise ConfigError("--policy fixed needs --policy-init FILE.json (e.g. policies/dsa.json)")
+    if not cfg.ops:
+        raise ConfigError("--policy learn needs at least one op in --ops (e.g. --ops rotate,scale) or "
+                          "--policy-init FILE.json; got none")
+    return build_policy(list(cfg.ops), composition="sequential", image_size=image_size)
+
 class Distiller:
     """Learns a synthetic set (and optionally an augmentation policy) with any :class:`Method`.
 
@@ -52,7 +69,8 @@ class Distiller:
         config: the whole run's configuration (``None`` fields take the method's defaults).
         dataset: real data; ``train`` drives the outer loss, ``val`` selects the best iteration.
         policy: an augmentation policy module (``sample``/``forward(x, params=)``/``width``), used when
-            ``config.policy.mode`` is ``fixed`` or ``learn``.
+            ``config.policy.mode`` is ``fixed`` or ``learn``; ``None`` builds it from ``config.policy``
+            (:func:`policy_from_config`).
         device: where every tensor lives (a bare ``cuda`` is this rank's device under ``torchrun``).
         dist: this process's place in a ``torchrun`` job (see :mod:`augdistill.distill.distributed`): the
             method's work units are split over the ranks and the gradients summed before clipping;
@@ -126,7 +144,7 @@ class Distiller:
         if mode == "none":
             return None
         if policy is None:
-            raise ConfigError(f"policy mode '{mode}' needs a policy module")
+            policy = policy_from_config(self.config.policy, self.data.info.image_shape[1:])
         policy = policy.to(self.device).train()
         policy.requires_grad_(mode == "learn")
         return policy

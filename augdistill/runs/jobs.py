@@ -42,7 +42,7 @@ from augdistill.train.evaluate import (EvalResult, StandardProtocol, replay_accu
                                        summarize)
 
 __all__ = ["distill_run", "evaluate_run", "Evaluation", "evaluation_policy", "draw_run", "PROTOCOLS",
-           "load_run_dataset", "build_run_policy", "RESUMABLE"]
+           "load_run_dataset", "RESUMABLE"]
 
 #: What a resumed run may change: config fields (``section.field``) and job options. Everything else
 #: decides what is learned and selected, and must match the run.
@@ -51,22 +51,6 @@ RESUMABLE = frozenset({"outer.iterations", "device", "checkpoint_every", "final_
 
 def load_run_dataset(config: DistillConfig) -> Dataset:
     return load_dataset(config.data.name, config.data.root, val_fraction=config.data.val_fraction)
-
-
-def build_run_policy(config: DistillConfig, info: Any) -> nn.Module | None:
-    """The policy a configuration asks for: ``None``, the ``init_file`` JSON, or fresh ``ops``."""
-    cfg = config.policy
-    if cfg.mode == "none":
-        return None
-    from augdistill.augment import build_policy, load_policy
-    if cfg.init_file is not None:
-        return load_policy(cfg.init_file)
-    if cfg.mode == "fixed":
-        raise ConfigError("--policy fixed needs --policy-init FILE.json (e.g. policies/dsa.json)")
-    if not cfg.ops:
-        raise ConfigError("--policy learn needs at least one op in --ops (e.g. --ops rotate,scale) or "
-                          "--policy-init FILE.json; got none")
-    return build_policy(list(cfg.ops), composition="sequential", image_size=info.image_shape[1:])
 
 
 def _distilled(d: Distiller) -> DistilledSet:
@@ -178,7 +162,7 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
                 save_json(record, out / CONFIG_FILE)
             dataset = load_run_dataset(config)
             _check_plausible(config, dataset, options.device)
-            distiller = Distiller(config, dataset, policy=build_run_policy(config, dataset.info), device=options.device,
+            distiller = Distiller(config, dataset, device=options.device,
                                   dist=dist)
             if "checkpoint.pt" in state.results:  # claim() refuses results without --resume
                 _load_checkpoint(distiller, out / CHECKPOINT_FILE)
