@@ -27,6 +27,7 @@ from augdistill.config import DistillConfig
 from augdistill.data import Dataset, load_dataset, take_per_class
 from augdistill.distill import Distiller, StepStats, distributed
 from augdistill.distill.methods import with_method_defaults
+from augdistill.distill.methods.base import MaybeState
 from augdistill.distill.validation import policy_augment
 from augdistill.errors import CheckpointError, ConfigError, RunInterrupted, TrainingDivergedError
 from augdistill.models import build_model
@@ -269,7 +270,9 @@ def _load_checkpoint(distiller: Distiller, path: Path) -> None:
     states = [("", raw)] + ([("best.state.", best)] if best is not None else [])
     for prefix, state in states:
         for key, module in modules.items():
-            _check_like(path, prefix + key, state.get(key), None if module is None else module.state_dict())
+            template = distiller.method.checkpoint_template() if key == "method" else (
+                None if module is None else module.state_dict())
+            _check_like(path, prefix + key, state.get(key), template)
     try:
         distiller.load_state_dict(raw)
     except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
@@ -313,8 +316,12 @@ def _plain(value: Any) -> bool:
 
 
 def _check_like(path: Path, field: str, found: Any, expected: Any) -> None:
-    """Refuse ``found`` unless it has the keys, tensor shapes and dtypes of ``expected`` (nested dicts)."""
-    if isinstance(expected, dict):
+    """Refuse ``found`` unless it has the keys, tensor shapes and dtypes of ``expected`` (nested dicts; a
+    :class:`MaybeState` also accepts ``None``)."""
+    if isinstance(expected, MaybeState):
+        if found is not None:
+            _check_like(path, field, found, expected.template)
+    elif isinstance(expected, dict):
         if not isinstance(found, dict) or set(found) != set(expected):
             raise schema.fail(path, field, schema.describe(found), f"the fields {sorted(expected)}")
         for k in expected:

@@ -25,7 +25,7 @@ from augdistill.distill.synthetic import SyntheticData
 from augdistill.inner import InnerSchedule, StepAugment
 from augdistill.typing import Params
 
-__all__ = ["Method", "MethodEnv", "OuterBatch", "LossPart", "ReplayRecipe"]
+__all__ = ["Method", "MethodEnv", "OuterBatch", "LossPart", "ReplayRecipe", "MaybeState"]
 
 
 @dataclass(frozen=True)
@@ -172,3 +172,15 @@ class Method(nn.Module):
     def export(self) -> dict[str, Any]:
         """Plain values to save beside the decoded set in ``synthetic.pt`` (e.g. a learned step size)."""
         return {}
+
+    def checkpoint_template(self) -> dict[str, Any]:
+        """What a checkpoint of this method holds: :meth:`state_dict` with the tensors' shapes and dtypes, where
+        an entry that may or may not be present (state that exists only at some steps) is a :class:`MaybeState`."""
+        return self.state_dict()
+
+
+@dataclass(frozen=True)
+class MaybeState:
+    """A checkpoint entry that is either ``None`` or shaped like ``template`` (a tensor or a nested dict)."""
+
+    template: Any

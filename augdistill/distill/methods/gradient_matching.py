@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from augdistill.config import ModelConfig
-from augdistill.distill.methods.base import LossPart, Method, MethodEnv, OuterBatch
+from augdistill.distill.methods.base import LossPart, MaybeState, Method, MethodEnv, OuterBatch
 from augdistill.errors import ConfigError
 from augdistill.inner import InnerSchedule, StepAugment, unroll
 from augdistill.models import sample_params
@@ -182,6 +182,11 @@ class GradientMatching(Method):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         theta = state["theta"]
         self.theta = None if theta is None else {k: v.detach().clone().to(self.env.device) for k, v in theta.items()}
+
+    def checkpoint_template(self) -> dict[str, Any]:
+        """θ is absent between two episodes and shaped like the network's parameters within one."""
+        params = {k: v.detach() for k, v in self.env.model.named_parameters()}
+        return {**self.state_dict(), "_extra_state": {"theta": MaybeState(params)}}
 
     def export(self) -> dict[str, Any]:
         return {"outer_loop": self.outer_loop, "inner_loop": self.inner_loop}

@@ -169,3 +169,17 @@ def test_digits_run_beats_the_random_real_images_it_starts_from(digits):
     floor = accuracy()  # the set starts from one random real image per class: the random-subset floor
     d.fit(30)  # ~0.6 -> ~0.8 on 1 thread in ~4 s
     assert accuracy() > floor + 0.1, floor
+
+
+def test_the_command_line_resumes_a_run_stopped_in_the_middle_of_an_episode(tmp_path):
+    """The run layer's checkpoint check accepts θ of an unfinished episode (absent at other steps)."""
+    from augdistill.cli import main
+    args = ["distill", "--method", "dc", "--model", "convnet", "--width", "8", "--depth", "2", "--ipc", "1",
+            "--outer-loop", "3", "--inner-loop", "1", "--real-per-class", "4", "--eval-every", "0",
+            "--final-nets", "0", "--checkpoint-every", "1"]
+    assert main([*args, "--iterations", "2", "--out", str(tmp_path / "a")]) == 0
+    assert load_tensors(tmp_path / "a" / "checkpoint.pt")["method"]["_extra_state"]["theta"] is not None
+    assert main([*args, "--iterations", "4", "--out", str(tmp_path / "a"), "--resume"]) == 0
+    assert main([*args, "--iterations", "4", "--out", str(tmp_path / "b")]) == 0
+    resumed, straight = (load_tensors(tmp_path / r / "synthetic.pt") for r in "ab")
+    assert torch.equal(resumed["images"], straight["images"])
