@@ -26,6 +26,7 @@ from augdistill.errors import AugdistillError
 from augdistill.runs import distill_run
 from augdistill.runs.jobs import _load_checkpoint
 from augdistill.runs.layout import load_config, load_distilled, load_metrics
+from augdistill.runs.schema import PIXEL_MARGIN
 
 REPO = Path(__file__).resolve().parents[2]
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True,
@@ -166,9 +167,19 @@ def test_synthetic_pt_loads_valid_or_refuses(valid_run, tmp_path, data):
     loaded, s = _loads_or_refuses(load_distilled, path)
     if loaded:
         assert s.images.dim() == 4 and bool(torch.isfinite(s.images).all())
-        assert float(s.images.min()) >= -1 and float(s.images.max()) <= 2
+        assert float(s.images.min()) >= -PIXEL_MARGIN and float(s.images.max()) <= 1 + PIXEL_MARGIN
         assert s.labels.shape == (s.images.shape[0],) and int(s.labels.min()) >= 0
         assert s.lrs is None or (s.lrs.shape == (s.schedule.total_steps,) and bool((s.lrs >= 0).all()))
+
+
+def test_decoded_pixels_beyond_0_1_load_and_0_255_pixels_are_refused(valid_run, tmp_path):
+    """A latent set's decoders reached [-1.04, 1.47] on Fashion-MNIST: our own runs' files must load."""
+    original = torch.load(valid_run / "synthetic.pt", weights_only=True)
+    lo, hi = original["images"].min(), original["images"].max()
+    for span, loads in (((-1.1, 1.5), True), ((0.0, 255.0), False)):
+        images = (original["images"] - lo) / (hi - lo) * (span[1] - span[0]) + span[0]
+        torch.save({**original, "images": images}, tmp_path / "synthetic.pt")
+        assert _loads_or_refuses(load_distilled, tmp_path / "synthetic.pt")[0] is loads
 
 
 @pytest.fixture(scope="module")
