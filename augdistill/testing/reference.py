@@ -1,8 +1,9 @@
-"""An independent implementation of the unrolled inner loop on ``higher``, the reference that tests and
-benchmarks compare :func:`augdistill.inner.unroll` against."""
+"""Independent references for tests and benchmarks: the unrolled inner loop on ``higher`` (what
+:func:`augdistill.inner.unroll` is compared against), and plain modules holding given parameters."""
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import higher
@@ -13,7 +14,16 @@ from torch import Tensor, nn
 from augdistill.inner import InnerSchedule
 from augdistill.typing import Params
 
-__all__ = ["higher_hypergradients"]
+__all__ = ["higher_hypergradients", "network_at"]
+
+
+def network_at(model: nn.Module, theta: Params) -> nn.Module:
+    """A copy of ``model`` whose parameters are detached copies of ``theta`` (name -> tensor): an ordinary
+    module, so a reference computation can call it without ``functional_call``."""
+    net = copy.deepcopy(model)
+    for name, p in net.named_parameters():
+        p.data = theta[name].detach().clone()
+    return net
 
 
 def higher_hypergradients(net: nn.Module, theta0: Params, images: Tensor, targets: Tensor, lrs: Tensor,

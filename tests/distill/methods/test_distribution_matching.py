@@ -4,7 +4,6 @@ digits run."""
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from augdistill.distill import Distiller
 from augdistill.distill.methods import OuterBatch
 from augdistill.distill.methods.distribution_matching import class_means
 from augdistill.errors import ConfigError
+from augdistill.testing.reference import network_at
 from augdistill.models import sample_params
 from augdistill.train import StandardProtocol, standard_accuracies
 
@@ -33,9 +33,7 @@ def _distiller(digits, *, policy="none", siamese=True, ipc=2, real=3, model=MODE
 def _reference_loss(d: Distiller, theta: dict, x_syn: torch.Tensor, x_real: torch.Tensor,
                     y_real: torch.Tensor) -> torch.Tensor:
     """Σ_c ‖mean of real embeddings of c − mean of synthetic embeddings of c‖², class by class, image by image."""
-    net = copy.deepcopy(d.model)
-    for name, p in net.named_parameters():
-        p.data = theta[name].detach().clone()
+    net = network_at(d.model, theta)
     y_syn = d.synthetic.labels
     f_real, f_syn = net.features(x_real).flatten(1), net.features(x_syn).flatten(1)
     total = x_syn.new_zeros(())

@@ -3,7 +3,6 @@ node, finite differences, siamese draws, the network schedule, exact resume mid-
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from augdistill.distill import Distiller
 from augdistill.distill.methods import OuterBatch
 from augdistill.distill.methods.gradient_matching import layer_distance, paper_loops
 from augdistill.errors import ConfigError
+from augdistill.testing.reference import network_at
 from augdistill.models import sample_params
 from augdistill.runs.atomic import load_tensors, save_tensors
 from augdistill.train import StandardProtocol, standard_accuracies
@@ -36,9 +36,7 @@ def _distiller(digits, *, policy="none", siamese=True, ipc=2, real=3, outer_loop
 def _reference_loss(d: Distiller, theta: dict, x_syn: torch.Tensor, x_real: torch.Tensor,
                     y_real: torch.Tensor) -> torch.Tensor:
     """DC's distance written out: per class, per layer with more than one dimension, per output node."""
-    net = copy.deepcopy(d.model)
-    for name, p in net.named_parameters():
-        p.data = theta[name].detach().clone()
+    net = network_at(d.model, theta)
     y_syn = d.synthetic.labels
     total = x_syn.new_zeros(())
     for c in range(d.data.info.num_classes):
