@@ -318,7 +318,7 @@ class PolicyConfig:
     inner_steps: int = setting(10, "--policy-inner-steps", low=1, high=10_000)
     inner_lr: float = setting(0.01, "--policy-inner-lr", low=0, high=MAX_LR, low_open=True)
     width_measure: str = setting("range", "--width-measure", choices=("range", "spread"))
-    critic: str = setting("unroll", "--policy-critic", choices=("unroll", "real", "synthetic"))
+    critic: str = setting("unroll", "--policy-critic", choices=("unroll", "real", "synthetic", "lookahead"))
     critic_lr: float = setting(0.01, "--critic-lr", low=0, high=MAX_LR, low_open=True)
     critic_steps: int = setting(1, "--critic-steps", low=1, high=1000, why="work every outer step")
     critic_reset: int = setting(0, "--critic-reset", low=0, high=10_000_000)

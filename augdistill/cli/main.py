@@ -138,10 +138,12 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
     p.add_argument("--width-measure", default=d.policy.width_measure, choices=("range", "spread"),
                    help="width of the bonus: range (p x fraction of the range; a flip counts p) | spread (a flip "
                         "counts 4p(1-p), most at p = 0.5)")
-    p.add_argument("--policy-critic", default=d.policy.critic, choices=("unroll", "real", "synthetic"),
+    p.add_argument("--policy-critic", default=d.policy.critic, choices=("unroll", "real", "synthetic", "lookahead"),
                    help="network the policy objective is measured on (methods that do not unroll): unroll (a short "
                         "unroll of a fresh network) | real (a network trained alongside on augmented real batches, "
-                        "Augerino) | synthetic (one trained on the augmented synthetic set like an evaluation net)")
+                        "Augerino) | synthetic (one trained on the augmented synthetic set like an evaluation net) | "
+                        "lookahead (the synthetic one, then --policy-inner-steps differentiable steps on the "
+                        "augmented synthetic set, scored on clean real images)")
     p.add_argument("--critic-lr", type=float, default=d.policy.critic_lr, help="SGD learning rate of the critic")
     p.add_argument("--critic-steps", type=int, default=d.policy.critic_steps, help="critic SGD steps per outer step")
     p.add_argument("--critic-reset", type=int, default=d.policy.critic_reset,

@@ -19,9 +19,16 @@ to the identity): ``aug_weight · (CE(θ; A(x_real)) − λ · width)``. Which n
     ``A(x_real)`` rises exactly where the policy destroys class information.
   - ``synthetic``: a :class:`Critic` trained on the augmented synthetic set the way evaluation networks
     are (and restarted every ``critic_reset`` steps, as they start from scratch).
+  - ``lookahead``: the ``synthetic`` critic, then ``inner_steps`` differentiable SGD steps at ``inner_lr``
+    from its parameters on the synthetic set augmented by the *learnable* policy, scored by the cross-entropy
+    on the **clean** real batch: ``aug_weight · (CE(θ'(φ); x_real) − λ · width)``. This is the question the
+    evaluation networks ask (does training on A_φ(synthetic) generalise to real images?), one step ahead:
+    its gradient is ``−η ∇_θ CE(θ; x_real) · ∂_φ ∇_θ CE(θ; A_φ(x_syn))``, the alignment of the augmented
+    training gradient with the real one.
 
-  With a critic, the policy's gradient flows through ``A(x_real)`` (fresh draws per image, never the
-  siamese class draw) and the width; the critic's parameters are constants of the objective.
+  With the ``real`` and ``synthetic`` critics the policy's gradient flows through ``A(x_real)`` (fresh draws
+  per image, never the siamese class draw) and the width; the critic's parameters are constants of the
+  objective. With ``lookahead`` it flows through the augmented synthetic batches of the unroll.
 
 The width is :meth:`Policy.width` (``width_measure="range"``), or :func:`~augdistill.augment.policy_spread`
 (``"spread"``), which counts an op without magnitude (a flip) by ``4p(1 − p)`` instead of ``p`` so that the
@@ -191,11 +198,17 @@ class PolicyObjective:
         x_real, y_real = subsample_per_class(x_real, y_real, self.num_classes, cfg.critic_per_class)
         if cfg.critic == "real":
             theta = self.critic.train(model, lambda: frozen.real(x_real, y_real), y_real, generator)
-        else:
-            with torch.no_grad():
-                images, targets = synthetic.decode(), synthetic.targets()
-            theta = self.critic.train(model, lambda: frozen.synthetic(images, labels), targets, generator)
-        return self(model, theta, x_real, y_real, fresh)
+            return self(model, theta, x_real, y_real, fresh)
+        with torch.no_grad():
+            images, targets = synthetic.decode(), synthetic.targets()
+        theta = self.critic.train(model, lambda: frozen.synthetic(images, labels), targets, generator)
+        if cfg.critic == "synthetic":
+            return self(model, theta, x_real, y_real, fresh)
+        schedule = InnerSchedule.full_batch(images.shape[0], cfg.inner_steps, 1)
+        lrs = torch.full((cfg.inner_steps,), cfg.inner_lr, device=images.device)
+        ahead = unroll(model, theta, images, targets, lrs, schedule, augment=lambda x, t: fresh.synthetic(x, labels))
+        clean = F.cross_entropy(functional_call(model, ahead, (x_real,)), y_real)
+        return cfg.aug_weight * (clean - cfg.width_weight * self.width())
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs (the critic's network and momentum); empty without a critic."""

@@ -70,6 +70,61 @@ def test_critic_gradient_matches_finite_differences_of_the_loss_at_the_critics_p
         torch.testing.assert_close(grad, numeric.to(grad.dtype), rtol=1e-4, atol=1e-8)
 
 
+def _shifted(objective, param: torch.Tensor, shift: float) -> torch.Tensor:
+    """``objective()`` (which may differentiate inside) with ``param`` moved by ``shift``, then put back."""
+    with torch.no_grad():
+        param += shift
+    try:
+        return objective().detach()
+    finally:
+        with torch.no_grad():
+            param -= shift
+
+
+def test_lookahead_gradient_matches_finite_differences_of_an_independent_unroll():
+    """``lookahead``: the synthetic critic, then 2 SGD steps written out by hand on the synthetic set augmented
+    with the learnable policy (the draws standalone made, replayed), scored by CE on the clean real batch minus
+    λ width; standalone's value equals it and its gradient equals central differences of it, float64."""
+    g = torch.Generator().manual_seed(0)
+    net = build_model("mlp", (1, 8, 8), 3, width=16).double()
+    synthetic = PixelSet(torch.rand(6, 1, 8, 8, generator=g, dtype=torch.float64), 3)
+    x_real = torch.rand(12, 1, 8, 8, generator=g, dtype=torch.float64)
+    y_real = torch.arange(3).repeat_interleave(4)
+    policy = build_policy([{"name": "rotate", "probability": 1.0, "magnitude": 40.0},
+                           {"name": "translate-x", "probability": 0.7, "magnitude": 0.1},
+                           {"name": "hflip", "probability": 0.3}], image_size=(8, 8))
+    config = PolicyConfig(mode="learn", critic="lookahead", width_weight=0.3, critic_steps=2, critic_lr=0.1,
+                          inner_steps=2, inner_lr=0.5, critic_per_class=3)
+    objective = PolicyObjective(policy, config, num_classes=3)
+    step = _stream(policy).step()
+    start = step.synthetic_generator.get_state()
+    loss = objective.standalone(net, synthetic, x_real, y_real, step, torch.Generator().manual_seed(1))
+    params = [policy.ops[0].high, policy.ops[1].high]  # the gates are straight-through: no finite differences
+    analytic = torch.autograd.grad(loss, params)
+    theta = objective.critic.params
+    x_sub, y_sub = subsample_per_class(x_real, y_real, 3, 3)
+    images, labels = synthetic.decode().detach(), synthetic.labels
+
+    def by_hand() -> torch.Tensor:  # replay: the critic's 2 draws, then one fresh draw per lookahead step
+        step.synthetic_generator.set_state(start)
+        for _ in range(2):
+            policy.sample(6, generator=step.synthetic_generator)
+        weights = {k: v.detach().requires_grad_() for k, v in theta.items()}
+        for _ in range(2):
+            augmented = policy(images, params=policy.sample(6, generator=step.synthetic_generator))
+            ce = F.cross_entropy(functional_call(net, weights, (augmented,)), labels)
+            grads = torch.autograd.grad(ce, list(weights.values()), create_graph=True)
+            weights = {k: w - 0.5 * gk for (k, w), gk in zip(weights.items(), grads)}
+        return F.cross_entropy(functional_call(net, weights, (x_sub,)), y_sub) - 0.3 * policy.width()
+
+    torch.testing.assert_close(by_hand().detach(), loss.detach())
+    for param, grad in zip(params, analytic):
+        eps = 1e-3 if param is params[0] else 1e-5
+        numeric = (_shifted(by_hand, param, eps) - _shifted(by_hand, param, -eps)) / (2 * eps)
+        assert grad.abs() > 1e-7, param
+        torch.testing.assert_close(grad, numeric.to(grad.dtype), rtol=1e-4, atol=1e-9)
+
+
 def test_critic_trains_like_an_evaluation_network_and_restarts():
     """SGD with momentum 0.9 and weight decay 5e-4, written out by hand for two steps; a fresh θ₀ after ``reset``."""
     g = torch.Generator().manual_seed(0)
