@@ -81,7 +81,8 @@ def policy_to_dict(policy: Policy, provenance: Mapping[str, Any] | None = None) 
         "version": SCHEMA_VERSION,
         "composition": policy.composition,
         "ops": ops,
-        "weights": None if policy.weights is None else [float(w) for w in policy.weights],
+        # the weights in effect: an optimiser may carry a stored weight below 0, which selects like 0
+        "weights": None if policy.weights is None else [max(float(w), 0.0) for w in policy.weights],
         "sub_policies": [list(g) for g in policy.groups] if policy.composition == "sub-policies" else None,
         "image": {"value_range": list(policy.value_range),
                   "size": None if policy.image_size is None else list(policy.image_size)},

@@ -46,6 +46,24 @@ def test_round_trip_every_composition(composition, ops, weights, tmp_path):
     assert torch.equal(policy.train()(x, params=params), loaded.train()(x, params=params))
 
 
+def test_a_learned_weight_pushed_below_zero_saves_as_the_zero_it_acts_as(tmp_path):
+    """Adam carried a sub-policy weight to -0.1 in a Fashion-MNIST run and the saved policy.json could not be
+    loaded ('weights must be >= 0'); the file now holds the weights in effect, and the loaded policy picks
+    the same sub-policies and augments identically."""
+    policy = build_policy([["rotate"], ["translate-x"], ["contrast"]], "sub-policies", weights=[1.8, 0.2, 0.5],
+                          image_size=(8, 8))
+    with torch.no_grad():
+        policy.weights[1] = -0.1
+    path = tmp_path / "p.json"
+    policy.save(path)
+    loaded = load_policy(path)
+    assert json.loads(path.read_text())["weights"] == [1.8, 0.0, 0.5]
+    torch.testing.assert_close(loaded.selection_probabilities(), policy.selection_probabilities())
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    params = policy.sample(64, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(policy.train()(x, params=params), loaded.train()(x, params=params))
+
+
 def test_rotate_range_is_in_degrees_in_the_file():
     data = _valid()
     assert data["ops"][0]["magnitude"] == {"low": -120.0, "high": 120.0, "unit": "degrees"}
