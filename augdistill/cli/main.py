@@ -155,6 +155,9 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
     p.add_argument("--eval-every", type=int, default=o.eval_every, help="validate every N iterations (0: off)")
     p.add_argument("--eval-nets", type=int, default=o.eval_nets, help="fresh nets of each validation")
     p.add_argument("--final-nets", type=int, default=o.final_nets, help="fresh nets for the final test replay (0: skip)")
+    p.add_argument("--time-budget", type=float, default=o.time_budget, metavar="SECONDS",
+                   help="distil for at most this long per launch: after the step that ends past it, validate that "
+                        "step and finish as at the last iteration; --resume continues (0: no budget)")
 
 
 def _config_from_args(a: argparse.Namespace) -> DistillConfig:
@@ -212,7 +215,8 @@ def _run_distill(a: argparse.Namespace) -> int:
     config = _config_from_args(a)
     try:
         metrics = distill_run(config, out, resume=a.resume, device=a.device, checkpoint_every=a.checkpoint_every,
-                              eval_every=a.eval_every, eval_nets=a.eval_nets, final_nets=a.final_nets)
+                              eval_every=a.eval_every, eval_nets=a.eval_nets, final_nets=a.final_nets,
+                              time_budget=a.time_budget)
         reports = distributed.from_environment(a.device).is_main  # under torchrun rank 0 alone reports
     finally:
         distributed.shutdown()

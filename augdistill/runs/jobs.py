@@ -16,6 +16,7 @@ import math
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -47,7 +48,7 @@ __all__ = ["distill_run", "evaluate_run", "Evaluation", "evaluation_policy", "dr
 
 #: What a resumed run may change: config fields (``section.field``) and job options. Everything else
 #: decides what is learned and selected, and must match the run.
-RESUMABLE = frozenset({"outer.iterations", "device", "checkpoint_every", "final_nets"})
+RESUMABLE = frozenset({"outer.iterations", "device", "checkpoint_every", "final_nets", "time_budget"})
 
 
 def load_run_dataset(config: DistillConfig) -> Dataset:
@@ -128,8 +129,8 @@ class _StopRequest:
 
 def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False, device: str = "cpu",
                 checkpoint_every: int = 100, eval_every: int = 100, eval_nets: int = 5,
-                final_nets: int = 5, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
-                ) -> dict[str, Any]:
+                final_nets: int = 5, time_budget: float = 0.0,
+                log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict[str, Any]:
     """Distill into the run folder ``out``: checkpoints atomically, resumes, selects on val, exports and evaluates.
 
     Every argument is checked before any work (:class:`~augdistill.runs.options.DistillOptions`), the
@@ -138,6 +139,9 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
     ``config.json`` except for :data:`RESUMABLE` fields. A checkpoint is written after every
     ``checkpoint_every`` steps *and* their validation, so a resumed run (after ``kill -9``, SIGTERM or
     Ctrl-C) ends with the same synthetic set, history and selected iteration as an uninterrupted one.
+    With ``time_budget`` (seconds, every launch afresh) the run stops after the first step that ends past
+    it, validates that step (when ``eval_every``), and finishes; ``metrics.json`` records where it stopped
+    (``time_budget``), and ``--resume`` continues it towards ``--iterations``.
 
     Returns the metrics dict also written to ``out/metrics.json``.
 
@@ -146,7 +150,7 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
         RunInterrupted: SIGTERM / Ctrl-C; the checkpoint holds the last whole step.
         TrainingDivergedError: the loss became non-finite; the last checkpoint is kept.
     """
-    options = DistillOptions(device, checkpoint_every, eval_every, eval_nets, final_nets)
+    options = DistillOptions(device, checkpoint_every, eval_every, eval_nets, final_nets, time_budget)
     config = with_method_defaults(config)
     out = Path(out)
     dist = distributed.from_environment(options.device)  # under torchrun: rank 0 claims, writes and logs
@@ -175,17 +179,25 @@ def distill_run(config: DistillConfig, out: str | Path, *, resume: bool = False,
         if dist.is_main:
             folder.write_marker(out, dataclasses.asdict(options))
             save_json(record, out / CONFIG_FILE)
-        _fit(distiller, out, options, log)
-        return _finish(distiller, dataset, out, options, log)
+        spent = _fit(distiller, out, options, log)
+        return _finish(distiller, dataset, out, options, log, spent)
 
 
 def _silent(message: str) -> None:
     """The log of ranks other than 0."""
 
 
-def _fit(distiller: Distiller, out: Path, options: DistillOptions, log: Callable[[str], None]) -> None:
-    """Train to the budget, checkpointing after whole steps (and on SIGTERM / Ctrl-C, then stopping)."""
+class _TimeBudgetSpent(Exception):
+    """Raised from the step callback once ``--time-budget`` is spent (the step is validated and checkpointed)."""
+
+
+def _fit(distiller: Distiller, out: Path, options: DistillOptions, log: Callable[[str], None]
+         ) -> dict[str, Any] | None:
+    """Train to the iteration budget, checkpointing after whole steps (and on SIGTERM / Ctrl-C, then stopping).
+
+    Returns ``None``, or where ``options.time_budget`` stopped the run: ``{"seconds", "stopped_after"}``."""
     path = out / CHECKPOINT_FILE
+    started = time.monotonic()
     saved = {"iteration": distiller.iteration if path.exists() else None}
 
     dist = distiller.dist
@@ -214,6 +226,10 @@ def _fit(distiller: Distiller, out: Path, options: DistillOptions, log: Callable
                 signum = stop.signum if stop.signum is not None else signal.SIGTERM
                 raise RunInterrupted(f"stopped by {signal.Signals(signum).name} after iteration {stats.iteration}; "
                                      f"{path} holds it: continue with --resume", signum)
+            if options.time_budget and dist.any(time.monotonic() - started >= options.time_budget, distiller.device):
+                if options.eval_every and val_acc is None:  # the state the run ends with is validated like a last step
+                    distiller.validate(options.eval_nets)
+                raise _TimeBudgetSpent
 
         try:
             distiller.fit(eval_every=options.eval_every, eval_nets=options.eval_nets, on_step=on_step)
@@ -221,12 +237,18 @@ def _fit(distiller: Distiller, out: Path, options: DistillOptions, log: Callable
             kept = ("no checkpoint was written yet" if saved["iteration"] is None else
                     f"the last good checkpoint ({path}, iteration {saved['iteration']}) is kept")
             raise TrainingDivergedError(f"{e}; {kept}") from None
+        except _TimeBudgetSpent:
+            checkpoint()
+            log(f"time budget of {options.time_budget:g} s spent after iteration {distiller.iteration}; finishing")
+            return {"seconds": options.time_budget, "stopped_after": distiller.iteration}
     checkpoint()
+    return None
 
 
 def _finish(distiller: Distiller, dataset: Dataset, out: Path, options: DistillOptions,
-            log: Callable[[str], None]) -> dict[str, Any]:
-    """Select on val, export ``synthetic.pt``, evaluate, and write ``metrics.json``, the policy and the pictures."""
+            log: Callable[[str], None], time_budget: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Select on val, export ``synthetic.pt``, evaluate, and write ``metrics.json`` (with ``time_budget``, where the
+    budget stopped the run), the policy and the pictures."""
     config = distiller.config
     distiller.restore_best()
     validated = distiller.best["state"] is not None
@@ -238,6 +260,8 @@ def _finish(distiller: Distiller, dataset: Dataset, out: Path, options: DistillO
                                "selected_iteration": distiller.best["iteration"] if validated else distiller.iteration,
                                "selected_val_acc": distiller.best["val_acc"] if validated else None,
                                "world_size": distiller.dist.world_size, "history": distiller.history}
+    if time_budget is not None:
+        metrics["time_budget"] = time_budget
     if not distiller.dist.is_main:  # the other ranks hold the same state and write nothing
         return metrics
     save_distilled(distilled, out / SYNTHETIC_FILE)

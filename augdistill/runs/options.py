@@ -60,13 +60,16 @@ def check_device(name: str) -> str:
 class DistillOptions:
     """How :func:`~augdistill.runs.jobs.distill_run` runs: ``device``; a checkpoint every
     ``checkpoint_every`` outer steps; validation every ``eval_every`` steps with ``eval_nets`` networks
-    (0: never, the last iteration is kept); ``final_nets`` fresh networks for the test replay (0: skip)."""
+    (0: never, the last iteration is kept); ``final_nets`` fresh networks for the test replay (0: skip);
+    ``time_budget`` seconds of distillation per launch (0: none), after which the run validates the step it
+    is at and finishes as if it had reached its last iteration."""
 
     device: str = setting("cpu", "--device")
     checkpoint_every: int = setting(100, "--checkpoint-every", low=1, high=10_000_000)
     eval_every: int = setting(100, "--eval-every", low=0, high=10_000_000)
     eval_nets: int = setting(5, "--eval-nets", low=1, high=100)
     final_nets: int = setting(5, "--final-nets", low=0, high=1000, why="each is a full replay")
+    time_budget: float = setting(0.0, "--time-budget", low=0, high=1e9)
 
     def __post_init__(self) -> None:
         check_fields(self)

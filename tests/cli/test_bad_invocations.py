@@ -151,6 +151,8 @@ CASES = [
     Case("eval-every-negative", _distill("--eval-every", "-1"), "--eval-every must be >= 0, got -1"),
     Case("eval-nets-zero", _distill("--eval-nets", "0"), "--eval-nets must be >= 1"),
     Case("final-nets-negative", _distill("--final-nets", "-1"), "--final-nets must be >= 0, got -1"),
+    Case("time-budget-negative", _distill("--time-budget", "-1"), "--time-budget must be >= 0, got -1.0"),
+    Case("time-budget-nan", _distill("--time-budget", "nan"), "--time-budget must be a finite number, got nan"),
     Case("checkpoint-every-zero", _distill("--checkpoint-every", "0"), "--checkpoint-every must be >= 1"),
     Case("inner-steps-float", _distill("--inner-steps", "1e7"), "argument --inner-steps: invalid int value"),
     Case("inner-steps-huge", _distill("--inner-steps", "10000000"), "--inner-steps must be <= 10000"),

@@ -64,6 +64,29 @@ def test_resume_continues_with_the_runs_own_settings(tmp_path, cli):
     assert [h["iteration"] for h in history if "val_acc" in h] == [3, 5]
 
 
+def test_time_budget_stops_validates_and_finishes_then_resume_continues(tmp_path, cli):
+    """A budget spent during the first step: the run validates iteration 1 (between the --eval-every points),
+    writes every output as a finished run does and records where it stopped; --resume without a budget then
+    continues to --iterations, keeping the history."""
+    out = tmp_path / "run"
+    result = cli("distill", "--out", out, "--iterations", "6", "--eval-every", "3", "--eval-nets", "1",
+                 "--final-nets", "1", "--time-budget", "0.001")
+    assert result.code == 0, result.err
+    assert "time budget of 0.001 s spent after iteration 1" in result.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["time_budget"] == {"seconds": 0.001, "stopped_after": 1}
+    assert metrics["selected_iteration"] == 1 and metrics["selected_val_acc"] is not None
+    assert [h["iteration"] for h in metrics["history"] if "val_acc" in h] == [1]
+    assert load_distilled(out / "synthetic.pt").images.shape == (10, 1, 8, 8) and "test_replay" in metrics
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["iteration"] == 1
+
+    result = cli("distill", "--out", out, "--resume", "--time-budget", "0")
+    assert result.code == 0, result.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "time_budget" not in metrics
+    assert [h["iteration"] for h in metrics["history"] if "val_acc" in h] == [1, 3, 6]
+
+
 def test_resume_rejects_a_changed_configuration(run_copy, cli):
     from augdistill.config import DistillConfig, OuterConfig, SyntheticConfig
     from augdistill.errors import CheckpointError
