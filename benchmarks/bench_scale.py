@@ -1,7 +1,7 @@
 """Scale and speed of the bilevel loop; every ratio is measured side by side in one run.
 
     OMP_NUM_THREADS=2 flock /tmp/augdistill-heavy.lock python benchmarks/bench_scale.py [--device cuda] [--quick]
-        [--compile] [--out benchmarks/results/scale.json]
+        [--compile] [--out benchmarks/results/scale.json] [--only cost_ratio,higher]
 
 Sections (one table each, all written to ``--out``):
 
@@ -9,7 +9,8 @@ Sections (one table each, all written to ``--out``):
    Adam) over K plain training steps (forward, backward, ``torch.optim.SGD``) of the same network on the
    same synthetic batch. ConvNet-3 width 128 without normalisation, Fashion-MNIST, 10 images per class.
 2. *against higher*: the same hypergradient (w.r.t. images and learning rates) through
-   ``higher.innerloop_ctx``: time and peak memory, ours plain and checkpointed; hypergradients checked equal.
+   ``higher.innerloop_ctx``: time and peak memory, ours plain (the net's hand-written backward), with autograd's
+   double backward (``explicit=False``) and checkpointed; hypergradients checked equal.
 3. *scaling*: hypergradient time and peak memory against K and against the number of synthetic images,
    without and with checkpointing every inner step (``--checkpoint-inner 1``); hypergradients checked equal.
 4. *θ₀ draws*: a Wang outer step with 4 draws unrolled one after another vs batched with ``vmap``.
@@ -69,7 +70,7 @@ class Problem:
     steps: int = 10
     width: int = 128
     real: int = 100
-    how: str = "ours"  # ours | higher | ours-checkpoint | ours-bf16 | ours-compile
+    how: str = "ours"  # ours | higher | ours-autograd | ours-checkpoint | ours-bf16 | ours-compile
     model: str = "convnet"
 
     def build(self, device: torch.device) -> dict[str, Any]:
@@ -92,8 +93,8 @@ def hypergradient(problem: Problem, t: dict[str, Any]) -> tuple[torch.Tensor, ..
     if problem.how == "higher":
         return higher_hypergradients(t["net"], t["theta0"], t["images"], t["labels"], t["lrs"], t["schedule"],
                                      t["x_real"], t["y_real"], [t["images"], t["lrs"]])
-    options = {"ours": {}, "ours-checkpoint": {"checkpoint": 1}, "ours-bf16": {"precision": "bfloat16"},
-               "ours-compile": {"compile": True}}[problem.how]
+    options = {"ours": {}, "ours-autograd": {"explicit": False}, "ours-checkpoint": {"checkpoint": 1},
+               "ours-bf16": {"precision": "bfloat16"}, "ours-compile": {"compile": True}}[problem.how]
     theta = unroll(t["net"], t["theta0"], t["images"], t["labels"], t["lrs"], t["schedule"], **options)
     out = logits(t["net"], theta, t["x_real"], precision=options.get("precision", "float32"))
     return torch.autograd.grad(F.cross_entropy(out, t["y_real"]), [t["images"], t["lrs"]])
@@ -202,7 +203,7 @@ def against_higher(device: torch.device, repeats: int) -> list[dict[str, Any]]:
     base = Problem()
     reference = hypergradient(replace(base, how="higher"), replace(base, how="higher").build(device))
     rows = []
-    for how in ("higher", "ours", "ours-checkpoint"):
+    for how in ("higher", "ours", "ours-autograd", "ours-checkpoint"):
         problem = replace(base, how=how)
         t = problem.build(device)
         grads = hypergradient(problem, t)
@@ -330,6 +331,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="fewer repeats and sizes (the GPU check)")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (minutes of compiling on CPU)")
     p.add_argument("--out", default=str(SCRIPT.parent / "results" / "scale.json"))
+    p.add_argument("--only", help="comma-separated sections to run (cost_ratio, higher, scaling, draws, distributed, "
+                                  "precision); the others keep their results in --out")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     p.add_argument("--distributed-child", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=5, help=argparse.SUPPRESS)
@@ -358,6 +361,15 @@ def main() -> None:
     ]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if a.only:
+        only = a.only.split(",")
+        unknown = sorted(set(only) - {name for name, _ in sections})
+        if unknown:
+            p.error(f"--only: unknown section(s) {', '.join(unknown)}; expected names from "
+                    f"{', '.join(name for name, _ in sections)}")
+        sections = [(name, section) for name, section in sections if name in only]
+        kept = json.loads(out.read_text()) if out.exists() else {}
+        results = {**kept, "meta": {**results["meta"], "sections": only, "meta_of_kept_sections": kept.get("meta")}}
     for name, section in sections:  # written after every section: a time-boxed run keeps what it measured
         results[name] = section()
         results["meta"].update(load_average_at_end=os.getloadavg(), seconds=time.perf_counter() - started)

@@ -22,6 +22,10 @@ Options that change the cost, never the hypergradient (beyond float rounding):
   (``torch.compile`` cannot double-backward through an eagerly differentiated graph; a compiled
   gradient it can differentiate once more).
 
+A model that declares ``explicit_gradient`` (today ``ConvNet`` without normalisation) supplies each step's loss
+gradient as differentiable ops (``model.loss_gradient``); the graph-keeping float32 unroll of one network uses
+it automatically and the outer pass differentiates it once (:mod:`augdistill.models.backward`: less memory).
+
 Example:
     >>> import torch
     >>> from augdistill.models import build_model, sample_params
@@ -98,8 +102,18 @@ def _loss(model: nn.Module, params: Params, x: Tensor, targets: Tensor, stacked:
 
 
 def _gradient(model: nn.Module, names: list[str], stacked: int, precision: str, compile: bool,
-              create_graph: bool) -> _Grad:
-    """``grad(theta, x, targets)``: the gradient of the step loss w.r.t. ``theta`` (a list in ``names`` order)."""
+              create_graph: bool, explicit: bool = True) -> _Grad:
+    """``grad(theta, x, targets)``: the gradient of the step loss w.r.t. ``theta`` (a list in ``names`` order).
+
+    A model that declares ``explicit_gradient`` (its ``loss_gradient(params, x, targets)`` writes the gradient as
+    differentiable ops) is used for the graph-keeping float32 unroll of one network: the outer backward then
+    differentiates those ops once instead of running autograd's double backward."""
+    if explicit and create_graph and not stacked and precision == "float32" and not compile and \
+            getattr(model, "explicit_gradient", False):
+        def explicit(theta: list[Tensor], x: Tensor, targets: Tensor) -> list[Tensor]:
+            grads = model.loss_gradient(dict(zip(names, theta)), x, targets)  # type: ignore[operator]
+            return [grads[n] for n in names]
+        return explicit
     if not compile:
         def eager(theta: list[Tensor], x: Tensor, targets: Tensor) -> list[Tensor]:
             loss = _loss(model, dict(zip(names, theta)), x, targets, stacked, precision)
@@ -144,7 +158,7 @@ def _replaying(run: Callable[..., tuple[Tensor, ...]], generators: Sequence[torc
 def unroll(model: nn.Module, params: Params, images: Tensor, targets: Tensor, lrs: Tensor,
            schedule: InnerSchedule, *, momentum: float | Tensor = 0.0, augment: Augment | None = None,
            create_graph: bool = True, checkpoint: int = 0, generators: Sequence[torch.Generator] = (),
-           stacked: int = 0, precision: str = "float32", compile: bool = False) -> Params:
+           stacked: int = 0, precision: str = "float32", compile: bool = False, explicit: bool = True) -> Params:
     """Train from ``params`` for ``schedule.total_steps`` SGD steps and return the final parameters.
 
     Args:
@@ -164,6 +178,8 @@ def unroll(model: nn.Module, params: Params, images: Tensor, targets: Tensor, lr
         stacked: ``0``, or the number ``D`` of networks stacked along dim 0 of every ``params`` tensor.
         precision: ``float32``, or ``bfloat16`` (autocast of the network's forward).
         compile: compute each step's gradient with ``torch.compile(torch.func.grad(...))``.
+        explicit: use the model's hand-written ``loss_gradient`` where it declares ``explicit_gradient``
+            (``False``: autograd's double backward, for comparisons).
 
     Returns:
         θ_T as a new dict; with ``create_graph`` it is differentiable w.r.t. ``params``,
@@ -178,7 +194,7 @@ def unroll(model: nn.Module, params: Params, images: Tensor, targets: Tensor, lr
     theta = [p if p.requires_grad else p.detach().requires_grad_() for p in params.values()]
     batches = schedule.on(images.device)
     step_lrs = lrs.unbind()
-    grad = _gradient(model, names, stacked, precision, compile, create_graph)
+    grad = _gradient(model, names, stacked, precision, compile, create_graph, explicit)
 
     def steps(first: int, last: int, theta: list[Tensor], velocity: list[Tensor] | None
               ) -> tuple[list[Tensor], list[Tensor] | None]:

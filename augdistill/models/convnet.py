@@ -6,7 +6,10 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
+from augdistill.errors import ConfigError
+from augdistill.models.backward import ExplicitPlan, convnet_loss_gradient, explicit_plan
 from augdistill.models.layers import Normalize, make_norm
+from augdistill.typing import Params
 
 __all__ = ["ConvNet"]
 
@@ -26,6 +29,10 @@ class ConvNet(nn.Module):
 
     Shape:
         input ``(B, C, H, W)``, output ``(B, num_classes)``.
+
+    Without normalisation (``norm="none"``) the net declares a hand-written loss gradient
+    (:meth:`loss_gradient`, ``explicit_gradient = True``) that the inner trainer differentiates instead of
+    autograd's double backward (see :mod:`augdistill.models.backward`).
     """
 
     def __init__(self, in_shape: Sequence[int], num_classes: int, *, width: int = 128, depth: int = 3,
@@ -42,6 +49,19 @@ class ConvNet(nn.Module):
             channels = width
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(channels * height * width_px, num_classes)
+        self._plan: ExplicitPlan | None = explicit_plan(self.features, "features", "classifier")
+
+    @property
+    def explicit_gradient(self) -> bool:
+        """Whether :meth:`loss_gradient` covers this net (every layer is conv, ReLU or 2x2 average pool)."""
+        return self._plan is not None
+
+    def loss_gradient(self, params: Params, x: Tensor, targets: Tensor) -> Params:
+        """``d cross_entropy(self(x), targets) / d params`` as differentiable ops (``name -> (shape of param)``);
+        ``targets`` are class ids ``(B,)`` or probabilities ``(B, K)``. Only where :attr:`explicit_gradient`."""
+        if self._plan is None:
+            raise ConfigError("ConvNet.loss_gradient covers nets without normalisation layers only")
+        return convnet_loss_gradient(self._plan, params, x, targets)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x).flatten(1))

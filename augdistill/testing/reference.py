@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from augdistill.inner import InnerSchedule
+from augdistill.inner import InnerSchedule, unroll
 from augdistill.typing import Params
 
-__all__ = ["higher_hypergradients", "network_at"]
+__all__ = ["higher_hypergradients", "assert_unroll_matches_higher", "network_at"]
 
 
 def network_at(model: nn.Module, theta: Params) -> nn.Module:
@@ -42,3 +42,16 @@ def higher_hypergradients(net: nn.Module, theta0: Params, images: Tensor, target
             idx = schedule.batches[t % schedule.steps].to(images.device)
             diffopt.step(F.cross_entropy(fnet(images[idx]), targets[idx]), override={"lr": [lrs[t]]})
         return torch.autograd.grad(F.cross_entropy(fnet(x_real), y_real), list(wrt))
+
+
+def assert_unroll_matches_higher(net: nn.Module, theta0: Params, images: Tensor, targets: Tensor, lrs: Tensor,
+                                 schedule: InnerSchedule, x_real: Tensor, y_real: Tensor, wrt: Sequence[Tensor], *,
+                                 rtol: float, atol: float) -> None:
+    """Assert that the hypergradients of the real-batch cross-entropy of :func:`~augdistill.inner.unroll`'s θ_T
+    w.r.t. ``wrt`` are non-zero and equal :func:`higher_hypergradients` within ``rtol`` / ``atol``."""
+    theta = unroll(net, theta0, images, targets, lrs, schedule)
+    ours = torch.autograd.grad(F.cross_entropy(torch.func.functional_call(net, theta, (x_real,)), y_real), list(wrt))
+    reference = higher_hypergradients(net, theta0, images, targets, lrs, schedule, x_real, y_real, wrt)
+    for a, b in zip(ours, reference):
+        assert b.abs().sum() > 0
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
