@@ -26,7 +26,7 @@ def test_a_new_run_is_marked_with_its_format_and_options(tmp_path):
     marker = folder.read_marker(out)
     assert marker["format"] == "augdistill-run" and marker["format_version"] == folder.RUN_FORMAT_VERSION
     assert marker["options"] == {"device": "cpu", "checkpoint_every": 1, "eval_every": 0, "eval_nets": 5,
-                                 "final_nets": 0}
+                                 "final_nets": 0, "time_budget": 0.0}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["selected_iteration"] == 2 and metrics["selected_val_acc"] is None  # never validated: the last
 
