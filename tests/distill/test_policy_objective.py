@@ -29,9 +29,8 @@ def _stream(policy, seed: int = 0, siamese: bool = True) -> AugmentStream:
                          num_classes=3, siamese=siamese)
 
 
-def test_critic_gradient_matches_finite_differences_of_the_loss_at_the_critics_parameters():
-    """standalone's gradient w.r.t. magnitudes = d/dφ [CE(θ_critic; A_φ(x_real)) − λ width(φ)], θ_critic held fixed
-    (the critic is a constant of the objective), with J = 2 fresh draws per image, float64."""
+def _small_problem() -> tuple:
+    """A float64 MLP, 6 synthetic and 12 real 8x8 images of 3 classes, and a rotate / translate / flip policy."""
     g = torch.Generator().manual_seed(0)
     net = build_model("mlp", (1, 8, 8), 3, width=16).double()
     synthetic = PixelSet(torch.rand(6, 1, 8, 8, generator=g, dtype=torch.float64), 3)
@@ -40,6 +39,13 @@ def test_critic_gradient_matches_finite_differences_of_the_loss_at_the_critics_p
     policy = build_policy([{"name": "rotate", "probability": 1.0, "magnitude": 40.0},
                            {"name": "translate-x", "probability": 0.7, "magnitude": 0.1},
                            {"name": "hflip", "probability": 0.3}], image_size=(8, 8))
+    return net, synthetic, x_real, y_real, policy
+
+
+def test_critic_gradient_matches_finite_differences_of_the_loss_at_the_critics_parameters():
+    """standalone's gradient w.r.t. magnitudes = d/dφ [CE(θ_critic; A_φ(x_real)) − λ width(φ)], θ_critic held fixed
+    (the critic is a constant of the objective), with J = 2 fresh draws per image, float64."""
+    net, synthetic, x_real, y_real, policy = _small_problem()
     config = PolicyConfig(mode="learn", critic="synthetic", width_weight=0.3, width_measure="spread", copies=2,
                           critic_steps=3, critic_lr=0.1, critic_per_class=3)
     objective = PolicyObjective(policy, config, num_classes=3)
@@ -85,14 +91,7 @@ def test_lookahead_gradient_matches_finite_differences_of_an_independent_unroll(
     """``lookahead``: the synthetic critic, then 2 SGD steps written out by hand on the synthetic set augmented
     with the learnable policy (the draws standalone made, replayed), scored by CE on the clean real batch minus
     λ width; standalone's value equals it and its gradient equals central differences of it, float64."""
-    g = torch.Generator().manual_seed(0)
-    net = build_model("mlp", (1, 8, 8), 3, width=16).double()
-    synthetic = PixelSet(torch.rand(6, 1, 8, 8, generator=g, dtype=torch.float64), 3)
-    x_real = torch.rand(12, 1, 8, 8, generator=g, dtype=torch.float64)
-    y_real = torch.arange(3).repeat_interleave(4)
-    policy = build_policy([{"name": "rotate", "probability": 1.0, "magnitude": 40.0},
-                           {"name": "translate-x", "probability": 0.7, "magnitude": 0.1},
-                           {"name": "hflip", "probability": 0.3}], image_size=(8, 8))
+    net, synthetic, x_real, y_real, policy = _small_problem()
     config = PolicyConfig(mode="learn", critic="lookahead", width_weight=0.3, critic_steps=2, critic_lr=0.1,
                           inner_steps=2, inner_lr=0.5, critic_per_class=3)
     objective = PolicyObjective(policy, config, num_classes=3)
