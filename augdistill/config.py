@@ -268,7 +268,8 @@ class OuterConfig:
     the draws of a step unrolled one after another or batched with ``vmap`` (``batch_draws``; ``auto``: the
     method decides, see :class:`~augdistill.distill.methods.wang.Wang`),
     real batch size per class, the optimiser of the synthetic set (``adam`` or ``sgd`` with
-    ``sgd_momentum``) and the learning rate of each group, gradient clipping, seed, and how the best
+    ``sgd_momentum``) and the learning rate of each group, the gradient-norm clip (``grad_clip``; 0: none),
+    seed, and how the best
     iteration is selected on the validation split (``validation``: ``replay`` the learned steps, or
     train ``standard`` evaluation networks for ``val_epochs``). ``None`` takes the method's default.
     """
@@ -283,7 +284,7 @@ class OuterConfig:
     sgd_momentum: float = setting(0.5, "--sgd-momentum", low=0, high=1, high_open=True)
     lr_lrs: float = setting(0.01, "--lr-lrs", low=0, high=MAX_LR)
     lr_labels: float = setting(0.01, "--lr-labels", low=0, high=MAX_LR)
-    grad_clip: float = setting(10.0, "--grad-clip", low=0, high=1e12, low_open=True)
+    grad_clip: float | None = setting(None, "--grad-clip", low=0, high=1e12)
     seed: int = setting(0, "--seed", low=0, high=2**32 - 1)
     validation: str | None = setting(None, "--validation", choices=("replay", "standard"))
     val_epochs: int = setting(300, "--val-epochs", low=1, high=10_000)

@@ -117,7 +117,9 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
     p.add_argument("--sgd-momentum", type=float, default=d.outer.sgd_momentum)
     p.add_argument("--lr-lrs", type=float, default=d.outer.lr_lrs)
     p.add_argument("--lr-labels", type=float, default=d.outer.lr_labels)
-    p.add_argument("--grad-clip", type=float, default=d.outer.grad_clip)
+    p.add_argument("--grad-clip", type=float, default=d.outer.grad_clip,
+                   help="clip the outer gradient's norm to this (0: no clipping; default: the method's: wang 10, "
+                        "dc/dm/mtt 0 as in their papers)")
     p.add_argument("--seed", type=int, default=d.outer.seed)
     p.add_argument("--validation", default=d.outer.validation, choices=("replay", "standard"),
                    help="how the best iteration is selected on the validation split (default: the method's)")

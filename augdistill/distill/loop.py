@@ -193,7 +193,7 @@ class Distiller:
             loss.backward(inputs=inputs)
             total = total + loss.detach()
         total = dist.all_reduce_gradients(learned, total.reshape(1)).reshape(())
-        grad_norm = torch.nn.utils.clip_grad_norm_(learned, cfg.outer.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(learned, cfg.outer.grad_clip or math.inf)  # 0: measure only
         loss_value, norm_value = float(total), float(grad_norm)  # one host sync per outer step
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
             raise TrainingDivergedError(

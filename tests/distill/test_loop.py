@@ -86,3 +86,22 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_state(digit
     with pytest.raises(TrainingDivergedError, match="outer step 2"):
         d.step()
     assert torch.equal(d.synthetic.images, good)
+
+
+def test_gradient_clipping_is_the_methods_default_and_zero_turns_it_off(digits):
+    """Wang clips at 10; the matching methods do not clip (their papers' plain SGD step)."""
+    def one_step(method: str, clip: float | None) -> tuple[Distiller, torch.Tensor]:
+        cfg = DistillConfig(method=MethodConfig(name=method), outer=OuterConfig(grad_clip=clip, sgd_momentum=0.0))
+        d = Distiller(cfg, digits)
+        before = d.synthetic.images.detach().clone()
+        d.step()
+        return d, d.synthetic.images.detach() - before
+
+    assert Distiller(DistillConfig(), digits).config.outer.grad_clip == 10.0
+    d, off = one_step("dm", None)
+    assert d.config.outer.grad_clip == 0.0
+    _, huge = one_step("dm", 1e12)
+    assert torch.equal(off, huge)                       # 0 clips nothing
+    grad_norm = float(off.norm()) / d.config.outer.lr_images   # one plain SGD step: lr x gradient
+    _, clipped = one_step("dm", grad_norm / 2)
+    assert float(clipped.norm()) == pytest.approx(float(off.norm()) / 2, rel=1e-4)

@@ -70,7 +70,7 @@ class DistributionMatching(Method):
     default_model = ModelConfig(name="convnet", width=128, depth=3, norm="instance")
     #: SGD with momentum 0.5 as in the paper; its image lr 1.0 is for normalised images, ours are in [0, 1]
     #: pixels: the same step is lr · std², about 1.0 · 0.1 for the grey-scale datasets.
-    defaults = {"optimizer": "sgd", "lr_images": 0.1, "validation": "standard"}
+    defaults = {"optimizer": "sgd", "lr_images": 0.1, "validation": "standard", "grad_clip": 0.0}
 
     def __init__(self, env: MethodEnv) -> None:
         super().__init__(env)

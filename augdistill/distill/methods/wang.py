@@ -56,7 +56,7 @@ class Wang(Method):
 
     name = "wang"
     default_model = ModelConfig(name="mlp")
-    defaults = {"optimizer": "adam", "lr_images": 0.002, "validation": "replay"}
+    defaults = {"optimizer": "adam", "lr_images": 0.002, "validation": "replay", "grad_clip": 10.0}
     shards = True
 
     def __init__(self, env: MethodEnv) -> None:
