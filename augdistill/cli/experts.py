@@ -22,7 +22,9 @@ def add_experts_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="expert directory (pass it to distill --expert-dir)")
     p.add_argument("--model", default="convnet", help="convnet | lenet | mlp (must be the network distill uses)")
     p.add_argument("--width", type=int, default=128)
-    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--depth", type=int, default=3,
+                   help="convnet blocks; use 2 for 8x8 images (digits): at depth 3 the last instance norm sees "
+                        "2x2 maps, its pooled features are nearly constant and the experts barely train")
     p.add_argument("--norm", default="instance", help="convnet norm: instance | group | batch | none")
     p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (constant)")
     p.add_argument("--momentum", type=float, default=0.0)
