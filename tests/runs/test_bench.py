@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from augdistill.runs.bench import PUBLISHED, BenchCell, BenchSettings, bench_table, grid, run_bench
+from augdistill.runs.bench import PUBLISHED, QUICK_GRID, BenchCell, BenchSettings, bench_table, grid, run_bench
 
 TINY = BenchSettings(iterations=6, eval_every=3, val_nets=1, val_epochs=2, eval_epochs=2, nets=2)
 
@@ -37,3 +37,8 @@ def test_table_shows_the_published_figure_of_the_paper_the_cell_reproduces():
                               "distill_seconds": 60.0, "iterations": 10}}}
     row = [line for line in bench_table(record).splitlines() if line.startswith("| dc |")][0]
     assert f"{PUBLISHED[('dc', 'fixed', 'fashion-mnist', 1)]} (DSA)" in row and "71.00 ± 1.41" in row
+
+
+def test_the_quick_grid_has_a_cell_a_paper_reports():
+    """The README's quick table shows at least one published figure beside ours."""
+    assert any((c.method, c.policy, c.dataset, c.ipc) in PUBLISHED for c in QUICK_GRID)
