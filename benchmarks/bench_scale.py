@@ -1,9 +1,11 @@
 """Scale and speed of the bilevel loop; every ratio is measured side by side in one run.
 
     OMP_NUM_THREADS=2 flock /tmp/augdistill-heavy.lock python benchmarks/bench_scale.py [--device cuda] [--quick]
-        [--compile] [--out benchmarks/results/scale.json] [--only cost_ratio,higher]
+        [--compile] [--rounds 5] [--out benchmarks/results/scale.json] [--only cost_ratio,higher]
 
-Sections (one table each, all written to ``--out``):
+Sections (one table each, all written to ``--out``). Where two things are compared, they are timed in
+interleaved rounds (each called once per round, the order rotated) and the ratio is the median of the
+per-round ratios, printed with its min and max: on a shared machine a slow spell then hits both sides.
 
 1. *cost ratio*: one Wang outer step (``Distiller.step``: real batch, K-step unroll, backward, clipping,
    Adam) over K plain training steps (forward, backward, ``torch.optim.SGD``) of the same network on the
@@ -107,15 +109,31 @@ def _sync(device: torch.device) -> None:
 
 def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
     """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
+    return statistics.median(interleaved({"fn": fn}, device, repeats)["fn"])
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, rounds: int) -> dict[str, list[float]]:
+    """Seconds of every call of ``fns``, timed in ``rounds`` rounds that call each once (after one warm-up
+    call each), the order rotated every round: a slow spell of the machine lands on every function alike,
+    so per-round ratios cancel it."""
+    names = list(fns)
+    for fn in fns.values():
         fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            _sync(device)
+            t0 = time.perf_counter()
+            fns[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def ratio_summary(numerator: list[float], denominator: list[float]) -> dict[str, float]:
+    """Median, min and max over rounds of ``numerator[r] / denominator[r]``."""
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
 
 
 def peak_mib(problem: Problem, device: torch.device) -> float:
@@ -190,30 +208,38 @@ def cost_ratio(device: torch.device, repeats: int, steps: int) -> list[dict[str,
                 sgd.zero_grad(set_to_none=True)
                 F.cross_entropy(net(x), y).backward()
                 sgd.step()
-        t_plain = timed(plain, device, repeats)
-        t_outer = timed(d.step, device, repeats)
-        rows.append({"case": label, "K": steps, "outer_step_s": t_outer, "plain_K_steps_s": t_plain,
-                     "ratio": t_outer / t_plain})
-    _table("1. cost ratio: Wang outer step / K plain SGD steps (ConvNet-3 w128 no norm, Fashion-MNIST ipc 10)",
-           ["case", "K", "outer_step_s", "plain_K_steps_s", "ratio"], rows)
+        times = interleaved({"outer": d.step, "plain": plain}, device, repeats)
+        ratio = ratio_summary(times["outer"], times["plain"])
+        rows.append({"case": label, "K": steps, "outer_step_s": statistics.median(times["outer"]),
+                     "plain_K_steps_s": statistics.median(times["plain"]), "ratio": ratio["median"],
+                     "ratio_min": ratio["min"], "ratio_max": ratio["max"]})
+    _table("1. cost ratio: Wang outer step / K plain SGD steps (ConvNet-3 w128 no norm, Fashion-MNIST ipc 10; "
+           "median of per-round ratios, min and max)",
+           ["case", "K", "outer_step_s", "plain_K_steps_s", "ratio", "ratio_min", "ratio_max"], rows)
     return rows
 
 
 def against_higher(device: torch.device, repeats: int) -> list[dict[str, Any]]:
     base = Problem()
-    reference = hypergradient(replace(base, how="higher"), replace(base, how="higher").build(device))
+    hows = ("higher", "ours", "ours-autograd", "ours-checkpoint")
+    problems = {how: replace(base, how=how) for how in hows}
+    tensors = {how: problem.build(device) for how, problem in problems.items()}
+    grads = {how: hypergradient(problems[how], tensors[how]) for how in hows}
+    times = interleaved({how: functools.partial(hypergradient, problems[how], tensors[how]) for how in hows},
+                        device, repeats)
     rows = []
-    for how in ("higher", "ours", "ours-autograd", "ours-checkpoint"):
-        problem = replace(base, how=how)
-        t = problem.build(device)
-        grads = hypergradient(problem, t)
-        rows.append({"how": how, "time_s": timed(lambda: hypergradient(problem, t), device, repeats),
-                     "peak_mib": peak_mib(problem, device), "max_rel_err": _max_relative_error(grads, reference)})
+    for how in hows:
+        speedup = ratio_summary(times["higher"], times[how])
+        rows.append({"how": how, "time_s": statistics.median(times[how]), "speedup_vs_higher": speedup["median"],
+                     "speedup_min": speedup["min"], "speedup_max": speedup["max"],
+                     "peak_mib": peak_mib(problems[how], device),
+                     "max_rel_err": _max_relative_error(grads[how], grads["higher"])})
     for r in rows:
-        r["speedup_vs_higher"] = rows[0]["time_s"] / r["time_s"]
         r["memory_vs_higher"] = r["peak_mib"] / rows[0]["peak_mib"]
-    _table("2. against higher: hypergradient w.r.t. images and lrs (ConvNet-3 w128 no norm, ipc 10, K 10, real 100)",
-           ["how", "time_s", "speedup_vs_higher", "peak_mib", "memory_vs_higher", "max_rel_err"], rows)
+    _table("2. against higher: hypergradient w.r.t. images and lrs (ConvNet-3 w128 no norm, ipc 10, K 10, real 100; "
+           "speed-up: median of per-round ratios, min and max)",
+           ["how", "time_s", "speedup_vs_higher", "speedup_min", "speedup_max", "peak_mib", "memory_vs_higher",
+            "max_rel_err"], rows)
     return rows
 
 
@@ -333,6 +359,7 @@ def main() -> None:
     p.add_argument("--out", default=str(SCRIPT.parent / "results" / "scale.json"))
     p.add_argument("--only", help="comma-separated sections to run (cost_ratio, higher, scaling, draws, distributed, "
                                   "precision); the others keep their results in --out")
+    p.add_argument("--rounds", type=int, default=5, help="timed rounds per measurement (each after a warm-up call)")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     p.add_argument("--distributed-child", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=5, help=argparse.SUPPRESS)
@@ -342,7 +369,7 @@ def main() -> None:
     if a.distributed_child:
         return _distributed_child(a.distributed_child, a.steps)
     device = torch.device(a.device)
-    repeats = 2 if a.quick else 3
+    repeats = 2 if a.quick else a.rounds
     started = time.perf_counter()
     results: dict[str, Any] = {
         "meta": {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
