@@ -396,7 +396,8 @@ def main() -> None:
                     f"{', '.join(name for name, _ in sections)}")
         sections = [(name, section) for name, section in sections if name in only]
         kept = json.loads(out.read_text()) if out.exists() else {}
-        results = {**kept, "meta": {**results["meta"], "sections": only, "meta_of_kept_sections": kept.get("meta")}}
+        kept_meta = {k: v for k, v in kept.get("meta", {}).items() if k != "meta_of_kept_sections"}
+        results = {**kept, "meta": {**results["meta"], "sections": only, "meta_of_kept_sections": kept_meta or None}}
     for name, section in sections:  # written after every section: a time-boxed run keeps what it measured
         results[name] = section()
         results["meta"].update(load_average_at_end=os.getloadavg(), seconds=time.perf_counter() - started)

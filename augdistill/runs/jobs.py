@@ -271,7 +271,7 @@ def _finish(distiller: Distiller, dataset: Dataset, out: Path, options: DistillO
         log(f"replay accuracy on the test split ({options.final_nets} fresh nets): {result}")
     save_json(metrics, out / METRICS_FILE)
     if distiller.policy is not None:
-        measured = {"selected_val_acc": metrics["selected_val_acc"]}
+        measured = {"selected_iteration": metrics["selected_iteration"], "selected_val_acc": metrics["selected_val_acc"]}
         if "test_replay" in metrics:
             measured["test_replay_mean"] = metrics["test_replay"]["mean"]
         _save_policy(distiller, out / POLICY_FILE, measured)
@@ -425,7 +425,8 @@ def _save_policy(distiller: Distiller, path: Path, metrics: dict[str, Any]) -> N
     cfg = distiller.config
     provenance = {"dataset": cfg.data.name,
                   "method": (f"augdistill distill --method {cfg.method.name} --policy {cfg.policy.mode} "
-                             f"(ipc {cfg.synthetic.ipc}, {distiller.iteration} outer iterations, "
+                             f"(ipc {cfg.synthetic.ipc}, the state of iteration {metrics['selected_iteration']} "
+                             f"of {distiller.iteration}, "
                              f"width weight {cfg.policy.width_weight})"),
                   "seed": cfg.outer.seed, "date": datetime.date.today().isoformat(), "metrics": metrics}
     save_json(distiller.policy.to_dict(provenance=provenance), path)

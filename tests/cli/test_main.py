@@ -106,6 +106,10 @@ def test_policy_run_writes_a_loadable_policy_and_the_policy_commands_read_it(tmp
     assert [op.spec.name for op in policy.ops] == ["rotate", "scale"]
     provenance = json.loads((out / "policy.json").read_text())["provenance"]
     assert provenance["dataset"] == "digits" and "test_replay_mean" in provenance["metrics"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert provenance["metrics"]["selected_iteration"] == metrics["selected_iteration"]
+    selected = torch.load(out / "checkpoint.pt", weights_only=True)["best"]["state"]["policy"]
+    assert all(torch.allclose(v, selected[k]) for k, v in policy.state_dict().items())  # the selected state, not the last
     result = cli("policy", "show", out / "policy.json")
     assert result.code == 0 and "rotate" in result.out and "degrees" in result.out
     assert cli("policy", "plot", out).code == 0
