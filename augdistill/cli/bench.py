@@ -38,7 +38,7 @@ def _run(a: argparse.Namespace) -> int:
 def add_bench_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="distil a grid (method x dataset x ipc x policy x seed) and tabulate it",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="the small grid of the README (~15 min on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="the small grid of the README (~11 min on 2 idle CPU cores)")
     p.add_argument("--methods", type=_csv(str), default=("dm",))
     p.add_argument("--datasets", type=_csv(str), default=("fashion-mnist",))
     p.add_argument("--ipcs", type=_csv(int), default=(1,))

@@ -87,7 +87,7 @@ class BenchSettings:
 
 #: ``augdistill bench --quick``: Wang et al. and DM on the built-in digits, and DSA (gradient matching with
 #: DSA's policy; the one cell of the three that a paper reports) on Fashion-MNIST, at 1 image per class, one
-#: seed: ~15 minutes on 2 CPU cores.
+#: seed: ~11 minutes on 2 idle CPU cores (measured).
 QUICK_GRID: tuple[BenchCell, ...] = (
     BenchCell("wang", "digits", 1, "none", 0),
     BenchCell("dm", "digits", 1, "none", 0),

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from augdistill.config import DistillConfig, MethodConfig, OuterConfig, SyntheticConfig
+from augdistill.config import DistillConfig, MethodConfig, OuterConfig, PolicyConfig, SyntheticConfig
 from augdistill.errors import TrainingDivergedError
 from augdistill.train import replay_accuracies
 from augdistill.distill import Distiller
@@ -105,3 +105,19 @@ def test_gradient_clipping_is_the_methods_default_and_zero_turns_it_off(digits):
     grad_norm = float(off.norm()) / d.config.outer.lr_images   # one plain SGD step: lr x gradient
     _, clipped = one_step("dm", grad_norm / 2)
     assert float(clipped.norm()) == pytest.approx(float(off.norm()) / 2, rel=1e-4)
+
+
+def test_restore_best_brings_back_the_selected_iterations_policy(digits):
+    """``policy.json`` is written after :meth:`restore_best`: the policy must be the selected iteration's, not the
+    last one's."""
+    config = dataclasses.replace(_config(iterations=6), synthetic=SyntheticConfig(ipc=1),
+                                 policy=PolicyConfig(mode="learn", ops=("rotate", "scale")))
+    d = Distiller(config, digits)
+    d.fit(3, eval_every=3, eval_nets=1)
+    selected = {k: v.clone() for k, v in d.policy.state_dict().items()}
+    for _ in range(3):  # later steps without validation move the policy on
+        d.step()
+    assert any(not torch.equal(v, selected[k]) for k, v in d.policy.state_dict().items())
+    d.restore_best()
+    assert d.best["iteration"] == 3
+    assert all(torch.equal(v, selected[k]) for k, v in d.policy.state_dict().items())
