@@ -4,7 +4,7 @@
 same :class:`~augdistill.distill.loop.Distiller` from the same seeds; every outer step then
 
 1. samples the real batch and the step's augmentation from the shared streams (identical on every rank);
-2. splits the step's *work units* (the θ₀ draws of Wang et al., ...) over the ranks: rank ``r`` of ``W``
+2. splits the step's *work units* (the θ₀ draws of Wang et al., the classes of DM) over the ranks: rank ``r`` of ``W``
    computes units ``r, r + W, r + 2W, ...`` (:class:`Shard`). Each unit draws its randomness (θ₀, fresh
    augmentation) from generators derived from ``(seed, iteration, unit, stream)`` (:func:`step_seed`,
    :func:`unit_generator`), never

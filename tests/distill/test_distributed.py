@@ -128,7 +128,7 @@ def test_a_sigkilled_torchrun_job_dies_whole_and_resumes(runs):
 
 @dataclass
 class _Hub:
-    """Two threads exchanging values at a barrier, standing in for a process group."""
+    """Threads exchanging values at a barrier, standing in for a process group."""
 
     size: int
     barrier: threading.Barrier = field(init=False)
@@ -180,6 +180,8 @@ def _method_configs(experts: Path) -> dict[str, DistillConfig]:
                             synthetic=SyntheticConfig(ipc=1), outer=outer, policy=learn),
         "dm": DistillConfig(method=MethodConfig(name="dm"), model=SMALL, synthetic=SyntheticConfig(ipc=2),
                             outer=outer, policy=learn),
+        "dm-fresh": DistillConfig(method=MethodConfig(name="dm"), model=SMALL, synthetic=SyntheticConfig(ipc=2),
+                                  outer=outer, policy=dataclasses.replace(learn, siamese=False)),
         "mtt": DistillConfig(method=MethodConfig(name="mtt", expert_dir=str(experts), syn_steps=2, max_start_epoch=2,
                                                  expert_epochs=1, syn_lr_init=0.05),
                              model=SMALL, synthetic=SyntheticConfig(ipc=2), outer=outer, policy=learn),
@@ -201,9 +203,11 @@ def experts(digits, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("method", ["wang", "wang-vmap", "dc", "dm", "mtt"])
-def test_every_method_on_two_ranks_learns_what_one_process_learns(method, digits, experts):
-    """Wang's draws are split over the ranks; the other methods run whole on each rank, scaled by 1/2."""
+@pytest.mark.parametrize("method,world_size", [("wang", 2), ("wang-vmap", 2), ("dc", 2), ("dm", 2), ("dm", 3),
+                                               ("dm-fresh", 3), ("mtt", 2)])
+def test_every_method_on_several_ranks_learns_what_one_process_learns(method, world_size, digits, experts):
+    """Wang's draws and DM's classes (10 over 3 ranks: 4 / 3 / 3) are split over the ranks; dc and mtt run whole on
+    each rank, scaled by 1 / ranks."""
     config = _method_configs(experts)[method]
     steps = 2
 
@@ -214,8 +218,8 @@ def test_every_method_on_two_ranks_learns_what_one_process_learns(method, digits
     single = make(DistContext())
     for _ in range(steps):
         single.step()
-    hub = _Hub(2)
-    ranks = [make(_ThreadRank(rank=r, world_size=2, hub=hub)) for r in (0, 1)]
+    hub = _Hub(world_size)
+    ranks = [make(_ThreadRank(rank=r, world_size=world_size, hub=hub)) for r in range(world_size)]
     errors: list[BaseException] = []
 
     def train(d: Distiller) -> None:

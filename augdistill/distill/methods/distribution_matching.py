@@ -11,6 +11,12 @@ network is never trained, so the real side needs no graph: one batched forward p
 ``torch.no_grad``, one of the synthetic set, and the per-class means by an index-add (no Python loop over
 classes or images).
 
+Under ``torchrun`` the classes are the work units (:attr:`Method.shards`): rank ``r`` of ``W`` embeds the real
+and synthetic images of classes ``r, r + W, ...`` only, under the step's one network (every rank draws it from
+the shared ``init`` stream), and the all-reduce of the image gradients sums the classes' terms. With fresh
+(non-siamese) draws each class augments from its own unit streams, so its draws do not depend on the rank that
+computes it; with siamese draws or none, one process computes exactly what it computed before sharding.
+
 How the policy learns (``--policy learn``): the matching loss sees the policy frozen
 (:meth:`StepAugment.frozen`); the loop learns the policy from the augmentation objective alone
 (:meth:`PolicyObjective.standalone`: a short augmented unroll on the detached synthetic set, then the
@@ -67,6 +73,7 @@ class DistributionMatching(Method):
     """
 
     name = "dm"
+    shards = True
     default_model = ModelConfig(name="convnet", width=128, depth=3, norm="instance")
     #: SGD with momentum 0.5 as in the paper; its image lr 1.0 is for normalised images, ours are in [0, 1]
     #: pixels: the same step is lr · std², about 1.0 · 0.1 for the grey-scale datasets.
@@ -80,13 +87,33 @@ class DistributionMatching(Method):
 
     def losses(self, batch: OuterBatch) -> Iterator[LossPart]:
         env = self.env
-        num_classes = env.info.num_classes
-        params = sample_params(env.model, env.generators["init"])
-        augment = batch.augment.frozen()
-        with torch.no_grad():
-            real = embed(env.model, params, augment.real(batch.x_real, batch.y_real))
-            real_means = class_means(real, batch.y_real, num_classes)
+        params = sample_params(env.model, env.generators["init"])  # drawn on every rank: the same network
+        classes = batch.shard.units(env.info.num_classes)
+        if not classes:
+            return
         synthetic = env.synthetic
-        labels = synthetic.labels
-        syn = embed(env.model, params, augment.synthetic(synthetic.decode(), labels))
-        yield LossPart(mean_embedding_distance(real_means, class_means(syn, labels, num_classes)))
+        with torch.no_grad():
+            x, owned = self._owned(batch, classes, batch.x_real, batch.y_real, "real")
+            real_means = class_means(embed(env.model, params, x), owned, len(classes))
+        x, owned = self._owned(batch, classes, synthetic.decode(), synthetic.labels, "synthetic")
+        yield LossPart(mean_embedding_distance(real_means, class_means(embed(env.model, params, x), owned,
+                                                                        len(classes))))
+
+    def _owned(self, batch: OuterBatch, classes: range, x: Tensor, labels: Tensor,
+               side: str) -> tuple[Tensor, Tensor]:
+        """The augmented rows of ``x`` ``(N, C, H, W)`` whose classes are ``classes``, and each row's index among
+        ``classes``. ``labels`` ``(N,)`` must hold every class equally often (in any order); ``side`` is
+        ``"real"`` or ``"synthetic"``. No host sync: the rows are found by a stable sort of the labels."""
+        num_classes = self.env.info.num_classes
+        augment = batch.augment.frozen()
+        fresh = augment.active and augment.class_draw is None
+        if len(classes) == num_classes and not fresh:
+            return getattr(augment, side)(x, labels), labels
+        per_class = labels.shape[0] // num_classes
+        rows = torch.argsort(labels, stable=True).view(num_classes, per_class)
+        owned = torch.arange(len(classes), device=x.device).repeat_interleave(per_class)
+        if not fresh:
+            mine = rows[classes.start:classes.stop:classes.step].flatten()
+            return getattr(augment, side)(x[mine], labels[mine]), owned
+        return torch.cat([getattr(batch.unit_augment(c).frozen(), side)(x[rows[c]], labels[rows[c]])
+                          for c in classes]), owned
