@@ -97,7 +97,7 @@ def policy_spread(policy: Policy) -> Tensor:
         >>> from augdistill.augment import build_policy
         >>> policy = build_policy([{"name": "hflip", "probability": 1.0}, {"name": "rotate", "magnitude": 36.0,
         ...                        "probability": 1.0}])
-        >>> round(float(policy.width()), 6), round(float(policy_spread(policy)), 6)
+        >>> round(float(policy.width().detach()), 6), round(float(policy_spread(policy).detach()), 6)
         (1.2, 0.2)
     """
     if not isinstance(policy, Policy):
