@@ -61,6 +61,11 @@ class StepAugment:
     def active(self) -> bool:
         return self.policy is not None
 
+    @property
+    def fresh(self) -> bool:
+        """Whether batches draw afresh from the generators (an active policy without a siamese class draw)."""
+        return self.active and self.class_draw is None
+
     def frozen(self) -> "StepAugment":
         """The same draws, applied with the policy's parameters detached."""
         return dataclasses.replace(self, policy_grad=False)

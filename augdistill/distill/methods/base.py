@@ -80,7 +80,7 @@ class OuterBatch:
     def unit_augment(self, unit: int) -> StepAugment:
         """This step's augmentation with fresh (non-siamese) draws taken from work unit ``unit``'s own streams;
         the siamese per-class draw is the step's, shared by every unit."""
-        if not self.augment.active or self.augment.class_draw is not None:
+        if not self.augment.fresh:
             return self.augment
         return dataclasses.replace(self.augment, synthetic_generator=self.unit_generator(unit, "syn_aug"),
                                    real_generator=self.unit_generator(unit, "real_aug"))

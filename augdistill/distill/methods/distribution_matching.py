@@ -106,13 +106,12 @@ class DistributionMatching(Method):
         ``"real"`` or ``"synthetic"``. No host sync: the rows are found by a stable sort of the labels."""
         num_classes = self.env.info.num_classes
         augment = batch.augment.frozen()
-        fresh = augment.active and augment.class_draw is None
-        if len(classes) == num_classes and not fresh:
+        if len(classes) == num_classes and not augment.fresh:
             return getattr(augment, side)(x, labels), labels
         per_class = labels.shape[0] // num_classes
         rows = torch.argsort(labels, stable=True).view(num_classes, per_class)
         owned = torch.arange(len(classes), device=x.device).repeat_interleave(per_class)
-        if not fresh:
+        if not augment.fresh:
             mine = rows[classes.start:classes.stop:classes.step].flatten()
             return getattr(augment, side)(x[mine], labels[mine]), owned
         return torch.cat([getattr(batch.unit_augment(c).frozen(), side)(x[rows[c]], labels[rows[c]])

@@ -110,10 +110,9 @@ class Wang(Method):
         thetas = [self.fixed_theta if self.fixed_theta is not None else
                   sample_params(env.model, batch.unit_generator(unit, "init")) for unit in units]
         theta0 = thetas[0] if not stacked else {k: torch.stack([t[k] for t in thetas]) for k in thetas[0]}
-        fresh = augment.active and augment.class_draw is None
         theta = unroll(env.model, theta0, synthetic.decode(), synthetic.targets(), self.lrs(), self.schedule,
                        momentum=inner.momentum, augment=self._augment(augment),
-                       generators=(augment.synthetic_generator,) if fresh else (), checkpoint=inner.checkpoint,
+                       generators=(augment.synthetic_generator,) if augment.fresh else (), checkpoint=inner.checkpoint,
                        stacked=stacked, precision=inner.precision, compile=inner.compile)
         loss = real_loss(env.model, theta, batch.x_real, batch.y_real, stacked=stacked, precision=inner.precision)
         return LossPart(loss / draws, theta, 1.0 / draws, augment=augment, stacked=stacked)
