@@ -217,6 +217,12 @@ class MethodConfig:
     Gradient matching (``dc``) matches ``outer_loop`` times per network and trains the network for
     ``inner_loop`` epochs on the synthetic set at ``net_lr`` between matching steps (``None``: the paper's
     values for the ``ipc``).
+
+    Distribution matching (``dm``) embeds with a fresh random network every step; with ``pool`` > 0 it draws
+    one of ``pool`` networks instead, each trained ``pool_steps`` SGD steps at ``net_lr`` on the step's real
+    batch whenever it is drawn and replaced by a fresh one once it has taken ``pool_lifetime`` steps (IDM's
+    semi-trained models), and adds ``ce_weight`` times the cross-entropy of that network on the synthetic set
+    (IDM's class-aware regulariser).
     """
 
     name: str = setting("wang", "--method")
@@ -232,6 +238,10 @@ class MethodConfig:
     outer_loop: int | None = setting(None, "--outer-loop", low=1, high=100_000)
     inner_loop: int | None = setting(None, "--inner-loop", low=0, high=10_000, why="work between matching steps")
     net_lr: float = setting(0.01, "--net-lr", low=0, high=MAX_LR, low_open=True)
+    pool: int = setting(0, "--dm-pool", low=0, high=1000, why="each network is kept in memory and checkpoints")
+    pool_steps: int = setting(1, "--dm-pool-steps", low=1, high=1000, why="work every outer step")
+    pool_lifetime: int = setting(100, "--dm-pool-lifetime", low=1, high=10_000_000)
+    ce_weight: float = setting(0.0, "--dm-ce-weight", low=0, high=1e6)
 
     def __post_init__(self) -> None:
         check_fields(self)

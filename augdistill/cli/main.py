@@ -85,7 +85,17 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
                    help="dc: epochs the network trains on the synthetic set between matching steps "
                         "(default: the paper's for --ipc)")
     p.add_argument("--net-lr", type=float, default=d.method.net_lr,
-                   help="dc: learning rate of the network trained between matching steps")
+                   help="dc: learning rate of the network trained between matching steps; dm: of the pool's")
+    p.add_argument("--dm-pool", type=int, default=d.method.pool,
+                   help="dm: embed with one of this many networks trained on real batches as the run goes "
+                        "(IDM's semi-trained models; 0: a fresh random network every step, as in DM)")
+    p.add_argument("--dm-pool-steps", type=int, default=d.method.pool_steps,
+                   help="dm: SGD steps on the step's real batch a pool network takes each time it is drawn")
+    p.add_argument("--dm-pool-lifetime", type=int, default=d.method.pool_lifetime,
+                   help="dm: SGD steps after which a pool network is replaced by a fresh one")
+    p.add_argument("--dm-ce-weight", type=float, default=d.method.ce_weight,
+                   help="dm: weight of the embedding network's cross-entropy on the synthetic set (IDM's "
+                        "class-aware regulariser)")
     p.add_argument("--model", default=d.model.name, help="convnet | lenet | mlp (default: the method's network)")
     p.add_argument("--width", type=int, default=d.model.width)
     p.add_argument("--depth", type=int, default=d.model.depth)
@@ -168,7 +178,9 @@ def _config_from_args(a: argparse.Namespace) -> DistillConfig:
         method=MethodConfig(name=a.method, lr_init=a.lr_init, lr_cap=a.lr_cap, expert_dir=a.expert_dir,
                             expert_epochs=a.expert_epochs, syn_steps=a.syn_steps, max_start_epoch=a.max_start_epoch,
                             syn_lr_init=a.syn_lr_init, syn_batch=a.syn_batch, constant_memory=a.constant_memory,
-                            outer_loop=a.outer_loop, inner_loop=a.inner_loop, net_lr=a.net_lr),
+                            outer_loop=a.outer_loop, inner_loop=a.inner_loop, net_lr=a.net_lr, pool=a.dm_pool,
+                            pool_steps=a.dm_pool_steps, pool_lifetime=a.dm_pool_lifetime,
+                            ce_weight=a.dm_ce_weight),
         model=ModelConfig(name=a.model, width=a.width, depth=a.depth, norm=a.norm),
         synthetic=SyntheticConfig(ipc=a.ipc, init=a.syn_init, learn_labels=a.learn_labels, param=a.param,
                                   factor=a.factor, decoders=a.decoders, latent_dim=a.latent_dim,

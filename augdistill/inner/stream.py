@@ -70,6 +70,11 @@ class StepAugment:
         """The same draws, applied with the policy's parameters detached."""
         return dataclasses.replace(self, policy_grad=False)
 
+    def training_draws(self) -> "StepAugment":
+        """The augmentation a network trains with inside a step: a new draw for every call (no class draw),
+        the policy frozen (DSA trains its networks with ordinary random augmentation)."""
+        return dataclasses.replace(self.frozen(), class_draw=None)
+
     def synthetic(self, x: Tensor, labels: Tensor) -> Tensor:
         """Augment a synthetic batch ``(B, C, H, W)`` whose class ids are ``labels`` ``(B,)``."""
         return self._apply(x, labels, self.synthetic_generator)

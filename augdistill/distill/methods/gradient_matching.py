@@ -25,7 +25,6 @@ augmented unroll on the detached synthetic set, then the augmented-real loss min
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -36,7 +35,7 @@ from torch.func import functional_call
 from augdistill.config import ModelConfig
 from augdistill.distill.methods.base import LossPart, MaybeState, Method, MethodEnv, OuterBatch
 from augdistill.errors import ConfigError
-from augdistill.inner import InnerSchedule, StepAugment, unroll
+from augdistill.inner import InnerSchedule, unroll
 from augdistill.models import sample_params
 from augdistill.typing import Augment, Params
 
@@ -91,12 +90,6 @@ def layer_distance(g_syn: Tensor, g_real: Tensor) -> Tensor:
 def matching_distance(grads_syn: Sequence[Tensor], grads_real: Sequence[Tensor]) -> Tensor:
     """``D``: the sum of :func:`layer_distance` over the parameters of a network, a 0-d tensor."""
     return torch.stack([layer_distance(s, r) for s, r in zip(grads_syn, grads_real, strict=True)]).sum()
-
-
-def _fresh_draws(augment: StepAugment) -> StepAugment:
-    """The step's augmentation with a new draw for every call (no class draw) and the policy frozen: what the
-    network trains with between matching steps (DSA trains it with ordinary random augmentation)."""
-    return dataclasses.replace(augment.frozen(), class_draw=None)
 
 
 class GradientMatching(Method):
@@ -167,7 +160,7 @@ class GradientMatching(Method):
             images, targets = synthetic.decode().detach(), synthetic.targets().detach()
         augment: Augment | None = None
         if batch.augment.active:
-            draws, labels, batches = _fresh_draws(batch.augment), synthetic.labels, schedule.on(env.device)
+            draws, labels, batches = batch.augment.training_draws(), synthetic.labels, schedule.on(env.device)
 
             def augment(x: Tensor, t: int) -> Tensor:
                 return draws.synthetic(x, labels[batches[t % schedule.steps]])

@@ -1,12 +1,13 @@
 """Distribution matching (DM): the loss and its image gradient against explicit per-class means and finite
-differences, siamese draws, one fresh network a step, the policy learning only from its own objective, and a
-digits run."""
+differences, siamese draws, one fresh network a step, the policy learning only from its own objective, the pool of
+semi-trained networks and the class-aware regulariser (IDM) against a hand-written SGD step, and a digits run."""
 
 from __future__ import annotations
 
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from augdistill.augment import build_policy
 from augdistill.config import DistillConfig, MethodConfig, ModelConfig, OuterConfig, PolicyConfig, SyntheticConfig
@@ -16,14 +17,16 @@ from augdistill.distill.methods.distribution_matching import class_means
 from augdistill.errors import ConfigError
 from augdistill.testing.reference import network_at
 from augdistill.models import sample_params
+from augdistill.runs.atomic import load_tensors, save_tensors
 from augdistill.train import StandardProtocol, standard_accuracies
 
 MODEL = ModelConfig("convnet", width=8, depth=2, norm="instance")
 OPS = ["rotate", "translate-x", "brightness"]
 
 
-def _distiller(digits, *, policy="none", siamese=True, ipc=2, real=3, model=MODEL, **outer) -> Distiller:
-    cfg = DistillConfig(method=MethodConfig(name="dm"), model=model, synthetic=SyntheticConfig(ipc=ipc),
+def _distiller(digits, *, policy="none", siamese=True, ipc=2, real=3, model=MODEL, method=None,
+               **outer) -> Distiller:
+    cfg = DistillConfig(method=method or MethodConfig(name="dm"), model=model, synthetic=SyntheticConfig(ipc=ipc),
                         outer=OuterConfig(real_per_class=real, **outer),
                         policy=PolicyConfig(mode=policy, ops=tuple(OPS), siamese=siamese, inner_steps=2))
     module = build_policy(OPS, image_size=(8, 8), probability=0.9) if policy != "none" else None
@@ -109,6 +112,63 @@ def test_one_fresh_network_per_step_and_the_policy_learns_from_its_objective(dig
     assert any(not torch.equal(before[k], v) for k, v in d.policy.state_dict().items())
 
 
+POOL = MethodConfig(name="dm", pool=2, pool_steps=1, pool_lifetime=2, net_lr=0.5, ce_weight=0.7)
+
+
+def test_pool_network_takes_an_sgd_step_on_the_real_batch_and_the_regulariser_is_its_cross_entropy(digits,
+                                                                                                    float64):
+    d = _distiller(digits, method=POOL)
+    d.synthetic.images.data = d.synthetic.images.data.double()
+    x_real, y_real = d.sampler.sample(3, d.generators["data"])
+    x_real = x_real.double()
+    pick = torch.Generator().manual_seed(d.generators["method"].initial_seed())
+    index = int(torch.randint(2, (), generator=pick))
+    theta0 = sample_params(d.model, torch.Generator().manual_seed(d.generators["init"].initial_seed()))
+    (part,) = list(d.method.losses(OuterBatch(x_real, y_real, d.stream.step(), 0)))
+
+    net = network_at(d.model, theta0)  # the reference SGD step, by an ordinary module and optimiser
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    F.cross_entropy(net(x_real), y_real).backward()
+    opt.step()
+    theta1 = dict(net.named_parameters())
+    assert d.method.pool.ages.tolist() == [1 if i == index else -1 for i in range(2)]
+    torch.testing.assert_close(d.method.pool.flat[index], torch.cat([p.detach().flatten() for p in theta1.values()]))
+
+    x_syn = d.synthetic.images.detach().clone()
+    ce = F.cross_entropy(net(x_syn), d.synthetic.labels)
+    expected = _reference_loss(d, theta1, x_syn, x_real, y_real) + 0.7 * ce
+    torch.testing.assert_close(part.loss, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_pool_members_age_and_are_replaced_after_their_lifetime(digits):
+    d = _distiller(digits, method=POOL)
+    ages = []
+    for _ in range(8):
+        before = d.method.pool.flat.clone()
+        d.step()
+        ages.append(d.method.pool.ages.tolist())
+        changed = [i for i in range(2) if not torch.equal(before[i], d.method.pool.flat[i])]
+        assert len(changed) == 1  # one member drawn and trained per step
+    assert all(0 < a <= 2 for step in ages[-4:] for a in step)  # lifetime 2: a member at 2 restarts at 1
+    assert any(a == 1 for a in ages[-1]) or any(a == 1 for a in ages[-2])
+
+
+def test_pool_is_checkpointed_and_a_resumed_run_continues_exactly(digits, tmp_path):
+    straight = _distiller(digits, method=POOL, policy="fixed")
+    for _ in range(4):
+        straight.step()
+    first = _distiller(digits, method=POOL, policy="fixed")
+    for _ in range(2):
+        first.step()
+    save_tensors(first.state_dict(), tmp_path / "ckpt.pt")
+    resumed = _distiller(digits, method=POOL, policy="fixed")
+    resumed.load_state_dict(load_tensors(tmp_path / "ckpt.pt"))
+    for _ in range(2):
+        resumed.step()
+    assert torch.equal(resumed.synthetic.images, straight.synthetic.images)
+    assert torch.equal(resumed.method.pool.flat, straight.method.pool.flat)
+
+
 def test_needs_a_feature_extractor(digits):
     with pytest.raises(ConfigError, match="features"):
         _distiller(digits, model=ModelConfig("mlp", width=8))
@@ -127,3 +187,17 @@ def test_digits_run_beats_the_random_real_images_it_starts_from(digits):
     floor = accuracy()  # the set starts from one random real image per class: the random-subset floor
     d.fit(50)  # ~0.6 -> ~0.8 on 1 thread in ~1 s
     assert accuracy() > floor + 0.1, floor
+
+
+def test_the_command_line_resumes_a_run_with_a_pool(tmp_path):
+    """The run layer's checkpoint check accepts the pool's buffers, and the resumed run ends where a straight one does."""
+    from augdistill.cli import main
+    args = ["distill", "--method", "dm", "--model", "convnet", "--width", "8", "--depth", "2", "--ipc", "1",
+            "--dm-pool", "3", "--dm-pool-steps", "2", "--dm-ce-weight", "0.5", "--real-per-class", "4",
+            "--eval-every", "0", "--final-nets", "0", "--checkpoint-every", "1"]
+    assert main([*args, "--iterations", "2", "--out", str(tmp_path / "a")]) == 0
+    assert load_tensors(tmp_path / "a" / "checkpoint.pt")["method"]["pool.ages"].max() == 2
+    assert main([*args, "--iterations", "4", "--out", str(tmp_path / "a"), "--resume"]) == 0
+    assert main([*args, "--iterations", "4", "--out", str(tmp_path / "b")]) == 0
+    resumed, straight = (load_tensors(tmp_path / r / "synthetic.pt") for r in "ab")
+    assert torch.equal(resumed["images"], straight["images"])
