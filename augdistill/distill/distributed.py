@@ -293,7 +293,14 @@ def from_environment(device: str | torch.device = "cpu") -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, str(dist.get_backend()))
 
 
-def shutdown() -> None:
-    """Leave the process group, if this process joined one."""
+def shutdown(wait_for_peers: bool = True) -> None:
+    """Leave the process group, if this process joined one.
+
+    With ``wait_for_peers`` every rank first waits for the others to arrive here: rank 0 may still be evaluating and
+    writing the run's outputs, and a rank that leaves (and exits) early can abort in the group's teardown, after
+    which ``torchrun`` stops rank 0 before it has written them. After an error a rank leaves at once.
+    """
     if dist.is_available() and dist.is_initialized():
+        if wait_for_peers:
+            dist.barrier()
         dist.destroy_process_group()
