@@ -285,3 +285,32 @@ def test_vmap_draws_equal_looped_draws(digits):
         learned.append(_learned(d))
     for k in learned[0]:
         torch.testing.assert_close(learned[1][k], learned[0][k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{k}: {m}")
+
+
+_LEAVER = """
+import os, sys, time
+import torch.distributed as dist
+from augdistill.distill.distributed import shutdown
+rank, store, out, wait = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+if rank == 0:
+    time.sleep(1.0)  # rank 0 still writes the run's outputs
+    with open(os.path.join(out, "written"), "w") as f:
+        f.write(repr(time.time()))
+shutdown(wait_for_peers=wait)
+with open(os.path.join(out, f"left-{rank}"), "w") as f:
+    f.write(repr(time.time()))
+"""
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_a_rank_leaves_the_group_only_after_rank_zero_has_finished_unless_after_an_error(tmp_path, wait):
+    """The CI failure this guards against: rank 1 left (and aborted in gloo's teardown) while rank 0 was still
+    writing, and torchrun then stopped rank 0 before its outputs existed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    ranks = [subprocess.Popen([sys.executable, "-c", _LEAVER, str(r), str(tmp_path / "store"), str(tmp_path),
+                               str(int(wait))], env=env) for r in (0, 1)]
+    assert [p.wait(timeout=60) for p in ranks] == [0, 0]
+    written, left = (float((tmp_path / name).read_text()) for name in ("written", "left-1"))
+    assert (left > written) == wait, (left, written)
