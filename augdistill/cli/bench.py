@@ -24,13 +24,9 @@ def _run(a: argparse.Namespace) -> int:
         settings = BenchSettings(iterations=a.iterations, eval_every=a.eval_every, val_nets=a.val_nets,
                                  val_epochs=a.val_epochs, eval_epochs=a.eval_epochs, nets=a.nets, device=a.device)
     from augdistill.distill import distributed
-    finished = False
-    try:
+    with distributed.leaving_group():
         run_bench(cells, settings, a.out)
         reports = distributed.from_environment(a.device).is_main  # under torchrun rank 0 alone reports
-        finished = True
-    finally:
-        distributed.shutdown(wait_for_peers=finished)
     if reports:
         print((a.out.rstrip("/") + "/bench.md"))
         print(open(f"{a.out}/bench.md").read())

@@ -227,15 +227,11 @@ def _run_distill(a: argparse.Namespace) -> int:
     if a.resume:
         a = _resumed_args(a, out)
     config = _config_from_args(a)
-    finished = False
-    try:
+    with distributed.leaving_group():
         metrics = distill_run(config, out, resume=a.resume, device=a.device, checkpoint_every=a.checkpoint_every,
                               eval_every=a.eval_every, eval_nets=a.eval_nets, final_nets=a.final_nets,
                               time_budget=a.time_budget)
         reports = distributed.from_environment(a.device).is_main  # under torchrun rank 0 alone reports
-        finished = True
-    finally:
-        distributed.shutdown(wait_for_peers=finished)
     if not reports:
         return 0
     summary = {"out": str(out), "dataset": metrics["dataset"], "ipc": metrics["ipc"], "method": metrics["method"],

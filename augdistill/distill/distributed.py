@@ -33,13 +33,14 @@ Example (one process; under ``torchrun`` the same call joins the process group):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime
 import os
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -47,7 +48,7 @@ from torch import Tensor
 
 from augdistill.errors import AugdistillError
 
-__all__ = ["Shard", "DistContext", "DistributedError", "SINGLE", "from_environment", "shutdown", "step_seed",
+__all__ = ["Shard", "DistContext", "DistributedError", "SINGLE", "from_environment", "shutdown", "leaving_group", "step_seed",
            "unit_generator", "UNIT_STREAMS"]
 
 T = TypeVar("T")
@@ -304,3 +305,15 @@ def shutdown(wait_for_peers: bool = True) -> None:
         if wait_for_peers:
             dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def leaving_group() -> Iterator[None]:
+    """Run a command's work, then leave the process group (if one was joined): after the other ranks when the
+    work finished, at once when it raised (:func:`shutdown`)."""
+    finished = False
+    try:
+        yield
+        finished = True
+    finally:
+        shutdown(wait_for_peers=finished)
