@@ -183,12 +183,13 @@ class SyntheticConfig:
     ``latent`` (KFS-style: codes of ``latent_dim`` channels at ``1/factor`` of the image side (default 4),
     ``codes`` per class (0: as many as the budget leaves), each through each of ``decoders`` shared
     decoders of ``decoder_width`` hidden channels, fitted to real images by ``fit_steps`` Adam steps
-    first). ``init`` starts it from ``real`` images or ``noise``; ``learn_labels`` learns soft labels
+    first). ``init`` starts it from random ``real`` images, the real images that ``herding`` picks (the
+    nearest to the class mean first; :func:`~augdistill.data.sampling.herd`) or ``noise``; ``learn_labels`` learns soft labels
     of the decoded images.
     """
 
     ipc: int = setting(1, "--ipc", low=1, high=10_000, why="memory")
-    init: str = setting("real", "--syn-init", choices=("real", "noise"))
+    init: str = setting("real", "--syn-init", choices=("real", "herding", "noise"))
     learn_labels: bool = setting(False, "--learn-labels")
     param: str = setting("pixels", "--param")
     factor: int | None = setting(None, "--factor", low=1, high=64, why="decoded images grow with its square")

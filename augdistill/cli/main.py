@@ -64,7 +64,8 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--ipc", type=int, default=d.synthetic.ipc,
                    help="storage budget: floats of this many full-size images per class (codes and decoders included)")
-    p.add_argument("--syn-init", default=d.synthetic.init, choices=("real", "noise"))
+    p.add_argument("--syn-init", default=d.synthetic.init, choices=("real", "herding", "noise"),
+                   help="random real images, the real images herding picks (nearest the class mean first), or noise")
     p.add_argument("--learn-labels", action="store_true", default=d.synthetic.learn_labels, help="learn soft labels")
     p.add_argument("--lr-init", type=float, default=d.method.lr_init, help="wang: initial inner learning rate")
     p.add_argument("--lr-cap", type=float, default=d.method.lr_cap, help="wang: upper bound of learned inner lrs")
@@ -248,7 +249,7 @@ def _run_distill(a: argparse.Namespace) -> int:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="train fresh networks on a distilled set and report test accuracy")
     p.add_argument("run_dir")
-    p.add_argument("--protocol", default="replay", help="replay | standard | random-subset | full-data")
+    p.add_argument("--protocol", default="replay", help="replay | standard | random-subset | herding (the herding coreset) | full-data")
     p.add_argument("--nets", type=int, default=5)
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs of the standard-protocol nets (default 300; DSA, DM and MTT report 1000)")

@@ -1,7 +1,7 @@
 """Datasets and class-balanced sampling."""
 
 from augdistill.data.datasets import DATASET_NAMES, Dataset, DatasetInfo, Split, load_dataset
-from augdistill.data.sampling import ClassBalancedSampler, take_per_class
+from augdistill.data.sampling import ClassBalancedSampler, herd_per_class, take_per_class
 
 __all__ = ["DATASET_NAMES", "Dataset", "DatasetInfo", "Split", "load_dataset",
-           "ClassBalancedSampler", "take_per_class"]
+           "ClassBalancedSampler", "herd_per_class", "take_per_class"]

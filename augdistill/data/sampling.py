@@ -7,7 +7,7 @@ from torch import Tensor
 
 from augdistill.errors import DataError
 
-__all__ = ["ClassBalancedSampler", "take_per_class"]
+__all__ = ["ClassBalancedSampler", "herd", "herd_per_class", "take_per_class"]
 
 
 class ClassBalancedSampler:
@@ -47,6 +47,46 @@ class ClassBalancedSampler:
         """A batch ``(x, y)`` with ``per_class`` images of every class, ordered by class."""
         idx = self.indices(per_class, generator)
         return self.x[idx], self.y[idx]
+
+
+def herd(features: Tensor, k: int) -> Tensor:
+    """Herding (Welling 2009): ``k`` row indices ``(k,)`` of ``features`` ``(n, D)``, chosen greedily so that the
+    mean of the rows chosen so far stays as close as possible (squared Euclidean) to the mean of all rows.
+
+    Deterministic: ties go to the lowest index. The first pick is the row nearest the mean.
+
+    Example:
+        >>> herd(torch.tensor([[0.0], [10.0], [4.0], [6.0]]), 2).tolist()
+        [2, 3]
+    """
+    n = features.shape[0]
+    if not 1 <= k <= n:
+        raise DataError(f"herding picks 1 to {n} rows of these {n}; got {k}")
+    features = features.flatten(1).double()
+    mean, total = features.mean(0), torch.zeros(features.shape[1], dtype=features.dtype, device=features.device)
+    taken = torch.zeros(n, dtype=torch.bool, device=features.device)
+    picks = []
+    for j in range(1, k + 1):
+        gap = (mean - (total + features) / j).pow(2).sum(1).masked_fill(taken, float("inf"))
+        i = int(torch.argmin(gap))
+        picks.append(i)
+        taken[i] = True
+        total += features[i]
+    return torch.tensor(picks, dtype=torch.long, device=features.device)
+
+
+def herd_per_class(x: Tensor, y: Tensor, num_classes: int, per_class: int) -> tuple[Tensor, Tensor]:
+    """A class-balanced subset ``(x, y)`` chosen by :func:`herd` on the pixels of each class, ordered by class
+    (the herding coreset; DC's baseline herds the features of a trained network instead of pixels)."""
+    if per_class < 1:
+        raise DataError(f"images per class must be >= 1, got {per_class}")
+    picks = []
+    for idx in ClassBalancedSampler(x, y, num_classes).class_indices:
+        if per_class > idx.numel():
+            raise DataError(f"herding needs {per_class} images of every class; one class has {idx.numel()}")
+        picks.append(idx[herd(x[idx], per_class)])
+    rows = torch.cat(picks)
+    return x[rows], y[rows]
 
 
 def take_per_class(x: Tensor, y: Tensor, num_classes: int, per_class: int, seed: int) -> tuple[Tensor, Tensor]:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from augdistill.augment import build_policy, load_policy, policy_param_groups
 from augdistill.config import DistillConfig, PolicyConfig
-from augdistill.data import ClassBalancedSampler, Dataset, take_per_class
+from augdistill.data import ClassBalancedSampler, Dataset, herd_per_class, take_per_class
 from augdistill.distill.distributed import SINGLE, DistContext, Shard, step_seed
 from augdistill.distill.methods import Method, MethodEnv, OuterBatch, method_class, with_method_defaults
 from augdistill.distill.policy_objective import PolicyObjective
@@ -122,6 +122,8 @@ class Distiller:
         if cfg.init == "real":
             images, _ = take_per_class(self.data.train.x, self.data.train.y, info.num_classes, per_class,
                                        seed=self.config.outer.seed)
+        elif cfg.init == "herding":
+            images, _ = herd_per_class(self.data.train.x, self.data.train.y, info.num_classes, per_class)
         else:
             images = torch.rand((info.num_classes * per_class, *info.image_shape),
                                 generator=self.generators["synthetic"]).to(self.device)

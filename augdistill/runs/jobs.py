@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from augdistill.config import DistillConfig
-from augdistill.data import Dataset, load_dataset, take_per_class
+from augdistill.data import Dataset, herd_per_class, load_dataset, take_per_class
 from augdistill.distill import Distiller, StepStats, distributed
 from augdistill.distill.methods import with_method_defaults
 from augdistill.distill.methods.base import MaybeState
@@ -399,9 +399,9 @@ def _check_plausible(config: DistillConfig, dataset: Dataset, device: str) -> No
     (``--syn-init real``), or tensors larger than the free memory (checked cheaply, before building them)."""
     info = dataset.info
     counts = torch.bincount(dataset.train.y, minlength=info.num_classes)
-    if config.synthetic.init == "real" and config.synthetic.ipc > int(counts.min()):
+    if config.synthetic.init in ("real", "herding") and config.synthetic.ipc > int(counts.min()):
         c = int(counts.argmin())
-        raise ConfigError(f"--ipc {config.synthetic.ipc} with --syn-init real needs {config.synthetic.ipc} training "
+        raise ConfigError(f"--ipc {config.synthetic.ipc} with --syn-init {config.synthetic.init} needs {config.synthetic.ipc} training "
                           f"images of every class; {info.name} has {int(counts[c])} of class {c} "
                           f"({info.class_names[c]!r}); use a smaller --ipc or --syn-init noise")
     floats = math.prod(info.image_shape) * info.num_classes
@@ -489,14 +489,14 @@ def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5
     """Evaluate a run directory under ``protocol`` (one of :data:`PROTOCOLS`) with ``nets`` fresh networks.
 
     ``replay`` always replays the run's own augmentation policy (it is part of the learned steps).
-    The ``standard`` / ``random-subset`` / ``full-data`` networks (ConvNet-3 width 128, instance norm)
-    train for ``epochs`` (default 300; the DSA, DM and MTT papers use 1000) with the augmentation
+    The ``standard`` / ``random-subset`` / ``herding`` / ``full-data`` networks (ConvNet-3 width 128, instance
+    norm) train for ``epochs`` (default 300; the DSA, DM and MTT papers use 1000) with the augmentation
     ``augment`` (see :func:`evaluation_policy`). Arguments and files are checked before any training.
     """
     options = EvalOptions(protocol, nets, epochs, augment, device)
     if options.protocol == "replay" and (options.epochs is not None or options.augment not in ("none", "run")):
         raise ConfigError("--protocol replay replays the learned steps with the run's own policy; --epochs and "
-                          "--aug apply to the standard, random-subset and full-data protocols")
+                          "--aug apply to the standard, random-subset, herding and full-data protocols")
     run_dir = _run_folder(run_dir)
     config = with_method_defaults(load_config(run_dir))
     s = load_distilled(run_dir / SYNTHETIC_FILE)
@@ -518,6 +518,8 @@ def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5
         x, targets = s.images.to(options.device), s.targets.to(options.device)
     elif options.protocol == "random-subset":
         x, targets = take_per_class(dataset.train.x, dataset.train.y, dataset.info.num_classes, s.ipc, seed=0)
+    elif options.protocol == "herding":
+        x, targets = herd_per_class(dataset.train.x, dataset.train.y, dataset.info.num_classes, s.ipc)
     else:
         x, targets = dataset.train.x, dataset.train.y
     accs = standard_accuracies(x, targets, dataset.info, dataset.test, seeds, standard, augment_std)

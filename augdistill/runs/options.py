@@ -17,7 +17,7 @@ from augdistill.errors import ConfigError
 __all__ = ["check_device", "DistillOptions", "EvalOptions", "PROTOCOLS"]
 
 #: Evaluation protocols of :func:`augdistill.runs.jobs.evaluate_run`.
-PROTOCOLS = ("replay", "standard", "random-subset", "full-data")
+PROTOCOLS = ("replay", "standard", "random-subset", "herding", "full-data")
 
 
 def check_device(name: str) -> str:

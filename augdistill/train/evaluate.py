@@ -7,9 +7,10 @@ Two protocols:
 * ``standard`` — the field's protocol: ConvNet-3 width 128 with instance norm, SGD lr 0.01,
   momentum 0.9, weight decay 5e-4, batch 256, 300 epochs, lr x0.1 at half.
 
-Plus the two reference points every number is shown beside: ``random-subset`` (the standard
-protocol on ``ipc`` random real images per class) and ``full-data`` (the same network on all
-the training data).
+Plus the reference points every number is shown beside: ``random-subset`` (the standard
+protocol on ``ipc`` random real images per class), ``herding`` (on the ``ipc`` real images per class
+that herding picks from the pixels, the coreset baseline of the DC paper) and ``full-data`` (the same
+network on all the training data).
 """
 
 from __future__ import annotations

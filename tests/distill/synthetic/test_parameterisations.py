@@ -12,7 +12,7 @@ import torch
 
 from augdistill.cli.main import main
 from augdistill.config import DistillConfig, MethodConfig, ModelConfig, OuterConfig, SyntheticConfig
-from augdistill.data import take_per_class
+from augdistill.data import herd_per_class, take_per_class
 from augdistill.distill import Distiller
 from augdistill.distill.experts import ExpertSetup, train_experts
 from augdistill.distill.methods import METHODS
@@ -129,3 +129,6 @@ def test_pixels_start_from_the_same_images_as_before(digits):
     noise_cfg = DistillConfig(synthetic=SyntheticConfig(ipc=3, init="noise"), outer=OuterConfig(seed=5))
     drawn = torch.rand((30, 1, 8, 8), generator=torch.Generator().manual_seed(5 * 1000 + 4))  # the "synthetic" stream
     assert torch.equal(Distiller(noise_cfg, digits).synthetic.images, drawn)
+    herded, _ = herd_per_class(digits.train.x, digits.train.y, 10, 3)
+    herding_cfg = DistillConfig(synthetic=SyntheticConfig(ipc=3, init="herding"), outer=OuterConfig(seed=5))
+    assert torch.equal(Distiller(herding_cfg, digits).synthetic.images, herded)
