@@ -95,14 +95,20 @@ class DistilledSet:
 
 
 def save_distilled(s: DistilledSet, path: str | Path) -> None:
-    """Atomically write ``s`` as plain tensors and values (readable with ``torch.load(weights_only=True)``)."""
-    save_tensors({"format_version": FORMAT_VERSION, "images": s.images.cpu(), "labels": s.labels.cpu(),
-                  "soft_labels": None if s.soft_labels is None else s.soft_labels.cpu(),
-                  "lrs": None if s.lrs is None else s.lrs.cpu(),
-                  "batches": None if s.schedule is None else torch.stack(list(s.schedule.batches)),
-                  "epochs": None if s.schedule is None else s.schedule.epochs,
-                  "momentum": float(s.momentum), "dataset": s.dataset, "ipc": s.ipc, "method": s.method,
-                  "param": s.param, "stored": {k: v.cpu() for k, v in s.stored.items()}, "recipe": s.recipe}, path)
+    """Atomically write ``s`` as plain tensors and values (readable with ``torch.load(weights_only=True)``).
+
+    Raises:
+        CheckpointError: if :func:`load_distilled` would refuse the file (checked before anything is written).
+    """
+    payload = {"format_version": FORMAT_VERSION, "images": s.images.cpu(), "labels": s.labels.cpu(),
+               "soft_labels": None if s.soft_labels is None else s.soft_labels.cpu(),
+               "lrs": None if s.lrs is None else s.lrs.cpu(),
+               "batches": None if s.schedule is None else torch.stack(list(s.schedule.batches)),
+               "epochs": None if s.schedule is None else s.schedule.epochs,
+               "momentum": float(s.momentum), "dataset": s.dataset, "ipc": s.ipc, "method": s.method,
+               "param": s.param, "stored": {k: v.cpu() for k, v in s.stored.items()}, "recipe": s.recipe}
+    schema.synthetic_fields(path, payload, FORMAT_VERSION)
+    save_tensors(payload, path)
 
 
 def load_distilled(path: str | Path) -> DistilledSet:

@@ -268,7 +268,7 @@ CASES = [
     Case("synthetic-pickle", ("evaluate", "{run}"), "was refused", _evil("synthetic.pt")),
     Case("synthetic-nan", ("evaluate", "{run}"), "field 'images': a float32 tensor (10, 1, 8, 8) holding nan",
          _edit_pt("synthetic.pt", lambda r: r["images"].view(-1)[5].fill_(float("nan")))),
-    Case("synthetic-0-255", ("evaluate", "{run}"), "expected values in [-4.0, 5.0]",
+    Case("synthetic-0-255", ("evaluate", "{run}"), "expected values in [-32.0, 33.0]",
          _edit_pt("synthetic.pt", lambda r: r["images"].mul_(255))),
     Case("synthetic-label-count", ("evaluate", "{run}"), "field 'labels': an int64 tensor (7,); expected shape (10)",
          _edit_pt("synthetic.pt", lambda r: r.update(labels=r["labels"][:7]))),

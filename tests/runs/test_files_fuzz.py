@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import dataclasses
 import json
 import math
 import shutil
@@ -22,10 +23,10 @@ from augdistill.augment import build_policy
 from augdistill.config import DistillConfig, OuterConfig, PolicyConfig, SyntheticConfig, config_from_dict
 from augdistill.data import load_dataset
 from augdistill.distill import Distiller
-from augdistill.errors import AugdistillError
+from augdistill.errors import AugdistillError, CheckpointError
 from augdistill.runs import distill_run
 from augdistill.runs.jobs import _load_checkpoint
-from augdistill.runs.layout import load_config, load_distilled, load_metrics
+from augdistill.runs.layout import load_config, load_distilled, load_metrics, save_distilled
 from augdistill.runs.schema import PIXEL_MARGIN
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,14 +173,25 @@ def test_synthetic_pt_loads_valid_or_refuses(valid_run, tmp_path, data):
         assert s.lrs is None or (s.lrs.shape == (s.schedule.total_steps,) and bool((s.lrs >= 0).all()))
 
 
-def test_decoded_pixels_beyond_0_1_load_and_0_255_pixels_are_refused(valid_run, tmp_path):
-    """A latent set's decoders reached [-1.04, 1.47] on Fashion-MNIST: our own runs' files must load."""
+def test_learned_pixels_beyond_0_1_load_and_0_255_pixels_are_refused(valid_run, tmp_path):
+    """A latent set's decoders reached [-1.04, 1.47] and a DM set [-1.78, 6.11] on Fashion-MNIST: our own
+    runs' files must load (the DM set did not, under the old margin of 4)."""
     original = torch.load(valid_run / "synthetic.pt", weights_only=True)
     lo, hi = original["images"].min(), original["images"].max()
-    for span, loads in (((-1.1, 1.5), True), ((0.0, 255.0), False)):
+    for span, loads in (((-1.1, 1.5), True), ((-1.78, 6.11), True), ((0.0, 255.0), False)):
         images = (original["images"] - lo) / (hi - lo) * (span[1] - span[0]) + span[0]
         torch.save({**original, "images": images}, tmp_path / "synthetic.pt")
         assert _loads_or_refuses(load_distilled, tmp_path / "synthetic.pt")[0] is loads
+
+
+def test_a_set_the_reader_would_refuse_is_never_written(valid_run, tmp_path):
+    s = load_distilled(valid_run / "synthetic.pt")
+    bad = dataclasses.replace(s, images=s.images * 255)
+    with pytest.raises(CheckpointError, match=r"field 'images'.*expected values in \[-32.0, 33.0\]"):
+        save_distilled(bad, tmp_path / "synthetic.pt")
+    assert not (tmp_path / "synthetic.pt").exists()
+    save_distilled(s, tmp_path / "synthetic.pt")
+    assert torch.equal(load_distilled(tmp_path / "synthetic.pt").images, s.images)
 
 
 @pytest.fixture(scope="module")
