@@ -184,8 +184,8 @@ class SyntheticConfig:
     ``codes`` per class (0: as many as the budget leaves), each through each of ``decoders`` shared
     decoders of ``decoder_width`` hidden channels, fitted to real images by ``fit_steps`` Adam steps
     first). ``init`` starts it from random ``real`` images, the real images that ``herding`` picks (the
-    nearest to the class mean first; :func:`~augdistill.data.sampling.herd`) or ``noise``; ``learn_labels`` learns soft labels
-    of the decoded images.
+    nearest to the class mean first; :func:`~augdistill.data.sampling.herd`) or ``noise``; ``learn_labels``
+    learns soft labels of the decoded images.
     """
 
     ipc: int = setting(1, "--ipc", low=1, high=10_000, why="memory")

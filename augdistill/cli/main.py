@@ -249,7 +249,8 @@ def _run_distill(a: argparse.Namespace) -> int:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="train fresh networks on a distilled set and report test accuracy")
     p.add_argument("run_dir")
-    p.add_argument("--protocol", default="replay", help="replay | standard | random-subset | herding (the herding coreset) | full-data")
+    p.add_argument("--protocol", default="replay",
+                   help="replay | standard | random-subset | herding (the herding coreset) | full-data")
     p.add_argument("--nets", type=int, default=5)
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs of the standard-protocol nets (default 300; DSA, DM and MTT report 1000)")

@@ -66,13 +66,13 @@ def herd(features: Tensor, k: int) -> Tensor:
     mean, total = features.mean(0), torch.zeros(features.shape[1], dtype=features.dtype, device=features.device)
     taken = torch.zeros(n, dtype=torch.bool, device=features.device)
     picks = []
-    for j in range(1, k + 1):
+    for j in range(1, k + 1):  # indices stay on the device: no host sync per pick
         gap = (mean - (total + features) / j).pow(2).sum(1).masked_fill(taken, float("inf"))
-        i = int(torch.argmin(gap))
+        i = torch.argmin(gap)
         picks.append(i)
         taken[i] = True
         total += features[i]
-    return torch.tensor(picks, dtype=torch.long, device=features.device)
+    return torch.stack(picks)
 
 
 def herd_per_class(x: Tensor, y: Tensor, num_classes: int, per_class: int) -> tuple[Tensor, Tensor]:

@@ -48,8 +48,8 @@ from torch import Tensor
 
 from augdistill.errors import AugdistillError
 
-__all__ = ["Shard", "DistContext", "DistributedError", "SINGLE", "from_environment", "shutdown", "leaving_group", "step_seed",
-           "unit_generator", "UNIT_STREAMS"]
+__all__ = ["Shard", "DistContext", "DistributedError", "SINGLE", "from_environment", "shutdown", "leaving_group",
+           "step_seed", "unit_generator", "UNIT_STREAMS"]
 
 T = TypeVar("T")
 

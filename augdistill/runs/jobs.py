@@ -396,14 +396,16 @@ def _check_same_run(out: Path, state: folder.FolderState, config: DistillConfig,
 
 def _check_plausible(config: DistillConfig, dataset: Dataset, device: str) -> None:
     """Refuse what cannot work on this data and machine: more real images per class than the data has
-    (``--syn-init real``), or tensors larger than the free memory (checked cheaply, before building them)."""
+    (``--syn-init real`` or ``herding``), or tensors larger than the free memory (checked cheaply, before
+    building them)."""
     info = dataset.info
     counts = torch.bincount(dataset.train.y, minlength=info.num_classes)
     if config.synthetic.init in ("real", "herding") and config.synthetic.ipc > int(counts.min()):
         c = int(counts.argmin())
-        raise ConfigError(f"--ipc {config.synthetic.ipc} with --syn-init {config.synthetic.init} needs {config.synthetic.ipc} training "
-                          f"images of every class; {info.name} has {int(counts[c])} of class {c} "
-                          f"({info.class_names[c]!r}); use a smaller --ipc or --syn-init noise")
+        raise ConfigError(f"--ipc {config.synthetic.ipc} with --syn-init {config.synthetic.init} needs "
+                          f"{config.synthetic.ipc} training images of every class; {info.name} has "
+                          f"{int(counts[c])} of class {c} ({info.class_names[c]!r}); use a smaller --ipc or "
+                          "--syn-init noise")
     floats = math.prod(info.image_shape) * info.num_classes
     with torch.device("meta"):  # the network's size, without allocating it
         network = build_model(config.model.name, info.image_shape, info.num_classes, mean=info.mean, std=info.std,
