@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -329,7 +330,8 @@ class AugmentOp(nn.Module):
             if half < 0:
                 raise ConfigError(f"op {spec.name!r}: negative magnitude {magnitude!r}")
             return spec.identity - half, spec.identity + half
-        if isinstance(magnitude, (str, bytes)) or not hasattr(magnitude, "__len__") or len(magnitude) != 2:
+        if (isinstance(magnitude, (str, bytes, Mapping)) or not hasattr(magnitude, "__len__")
+                or len(magnitude) != 2):
             raise ConfigError(f"op {spec.name!r}: magnitude must be a finite number or (low, high); "
                               f"got {_show(magnitude)}")
         return magnitude[0], magnitude[1]

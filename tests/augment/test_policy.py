@@ -275,6 +275,7 @@ def test_bad_sampling_arguments():
     (lambda: AugmentOp("rotate", 0.5, (1, "a"), symmetric=False), "range (1, 'a') is not two finite numbers"),
     (lambda: AugmentOp("rotate", 0.5, (1, 2, 3)), "magnitude must be a finite number or (low, high)"),
     (lambda: AugmentOp("rotate", 0.5, "30"), "magnitude must be a finite number or (low, high)"),
+    (lambda: AugmentOp("rotate", 0.5, {"low": -10, "high": 10}), "magnitude must be a finite number or (low, high)"),
     (lambda: AugmentOp("rotate", 0.5, symmetric="yes"), "symmetric: expected true or false, got 'yes'"),
     (lambda: AugmentOp(3), "unknown op 3"),
     (lambda: AugmentOp(["rotate"]), "unknown op ['rotate']"),
