@@ -14,7 +14,9 @@ def add_experts_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("experts", help="train N expert networks on real data and cache their trajectories (MTT)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Trains expert networks on the training split and saves their parameters after "
-                                   "every epoch. Resumable: run the same command again after a kill.")
+                                   "every epoch. Resumable: run the same command again after a kill. Parallel: "
+                                   "the same command in several processes (or on several GPUs) shares the "
+                                   "experts out, each trained once.")
     p.add_argument("--dataset", default="digits", help="digits | digits-rot | fashion-mnist | mnist | cifar10")
     p.add_argument("--data-root", default=None, help="folder holding the dataset files")
     p.add_argument("--num-experts", type=int, default=10)

@@ -272,43 +272,61 @@ class ExpertBank:
 
 # -- training -----------------------------------------------------------------------------------------
 
-class _DirectoryLock:
-    """An exclusive ``flock`` on ``DIR/.lock``: two ``augdistill experts`` never write one directory."""
+class _Lock:
+    """An exclusive ``flock`` on ``path`` (created if missing): held by one process at a time.
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / ".lock"
+    ``acquire(wait=False)`` returns ``False`` at once when another process holds it; ``wait=True`` blocks.
+    """
 
-    def __enter__(self) -> "_DirectoryLock":
+    def __init__(self, path: Path) -> None:
+        self.path, self.fd = path, -1
+
+    def acquire(self, wait: bool) -> bool:
         self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             os.close(self.fd)
-            raise CheckpointError(f"{self.path.parent} is being written by another `augdistill experts`") from None
-        return self
+            self.fd = -1
+            return False
+        return True
 
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
+        self.fd = -1
 
 
-_TEMPORARY = re.compile(r"^\.(expert_\d{4}(\.partial)?\.pt|experts\.json)\..*\.tmp$")
+def _temporaries(name: str) -> re.Pattern[str]:
+    """What an atomic write of ``name`` leaves behind when killed (``.NAME.<random>.tmp``)."""
+    return re.compile(rf"^\.{re.escape(name)}\..*\.tmp$")
+
+
+def _remove_temporaries(out: Path, *names: str) -> None:
+    patterns = [_temporaries(n) for n in names]
+    for p in out.iterdir():
+        if any(pattern.match(p.name) for pattern in patterns):
+            p.unlink(missing_ok=True)
 
 
 def _prepare(out: Path, setup: ExpertSetup) -> None:
-    """Write the manifest, or check that an existing one has the same setup; drop temporaries a kill left."""
-    manifest = out / MANIFEST
-    if manifest.exists():
-        found = _read_manifest(out)
-        if found != setup:
-            raise CheckpointError(f"{manifest}: this directory's experts were trained with another setup "
-                                  f"({_differences(found.to_dict(), setup.to_dict())}); use the same options or "
-                                  "another --out")
-    else:
-        save_json({"format_version": FORMAT_VERSION, "kind": "augdistill-experts", "setup": setup.to_dict()}, manifest)
-    for p in out.iterdir():
-        if _TEMPORARY.match(p.name):
-            p.unlink()
+    """Write the manifest, or check that an existing one has the same setup (under a short directory lock, so
+    that processes sharing ``out`` agree on it); drop temporaries a killed manifest write left."""
+    manifest, lock = out / MANIFEST, _Lock(out / ".manifest.lock")
+    lock.acquire(wait=True)
+    try:
+        _remove_temporaries(out, MANIFEST)
+        if manifest.exists():
+            found = _read_manifest(out)
+            if found != setup:
+                raise CheckpointError(f"{manifest}: this directory's experts were trained with another setup "
+                                      f"({_differences(found.to_dict(), setup.to_dict())}); use the same options "
+                                      "or another --out")
+        else:
+            save_json({"format_version": FORMAT_VERSION, "kind": "augdistill-experts", "setup": setup.to_dict()},
+                      manifest)
+    finally:
+        lock.release()
 
 
 def _snapshot(net: nn.Module) -> dict[str, Tensor]:
@@ -394,6 +412,11 @@ def train_experts(setup: ExpertSetup, dataset: Dataset, out: str | Path, num_exp
     finished epoch, the others are trained from scratch: on ``dataset.train`` (never ``val``/``test``),
     SGD as ``setup`` says, minibatches augmented with ``policy`` (fresh draws) when given.
 
+    Several processes may share ``out`` (one per GPU, or several on one): each expert is locked while it is
+    trained, a process skips the experts others hold, then waits for them (and trains one itself if its
+    holder died). Expert ``i`` is the same whichever process trains it (its generators derive from
+    ``(seed, i)``).
+
     Args:
         setup: the training setup; must equal the one in ``out/experts.json`` if that exists.
         dataset: real data (``setup.dataset`` and its normalisation).
@@ -404,7 +427,7 @@ def train_experts(setup: ExpertSetup, dataset: Dataset, out: str | Path, num_exp
             trajectory so far, so saving every epoch would write O(epochs²) bytes per expert.)
 
     Raises:
-        CheckpointError: another setup in ``out``, a bad file there (named), or ``out`` locked by another run.
+        CheckpointError: another setup in ``out`` or a bad file there (named).
         ConfigError: ``num_experts < 1``, a dataset that is not ``setup.dataset``, or a diverged expert.
     """
     if num_experts < 1:
@@ -418,16 +441,23 @@ def train_experts(setup: ExpertSetup, dataset: Dataset, out: str | Path, num_exp
     data = dataset.to(device)
     if policy is not None:
         policy = policy.to(device).train().requires_grad_(False)
-    accs = []
-    with _DirectoryLock(out):
-        _prepare(out, setup)
-        shapes = _shapes(build_for(info, setup.model))
-        for i in range(num_experts):
+    _prepare(out, setup)
+    shapes = _shapes(build_for(info, setup.model))
+
+    def obtain(i: int, wait: bool) -> float | None:
+        """Expert ``i``'s validation accuracy: read if finished, else trained here; ``None`` (only when not
+        ``wait``) if another process is training it."""
+        lock = _Lock(out / f".expert_{i:04d}.lock")
+        if not lock.acquire(wait):
+            return None
+        try:
             final = _expert_path(out, i)
             if final.exists():
-                raw = _read_expert(final, setup, shapes, i, partial=False)
-                accs.append(float(raw["val_acc"]))
-                continue
-            accs.append(_train_one(setup, data, out, i, policy, device, on_epoch, checkpoint_seconds))
-    return accs
+                return float(_read_expert(final, setup, shapes, i, partial=False)["val_acc"])
+            _remove_temporaries(out, final.name, _expert_path(out, i, partial=True).name)
+            return _train_one(setup, data, out, i, policy, device, on_epoch, checkpoint_seconds)
+        finally:
+            lock.release()
 
+    accs = [obtain(i, wait=False) for i in range(num_experts)]
+    return [acc if acc is not None else obtain(i, wait=True) for i, acc in enumerate(accs)]  # type: ignore[misc]

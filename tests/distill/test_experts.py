@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from augdistill.config import ModelConfig
 from augdistill.distill.experts import EpochReport, ExpertBank, ExpertSetup, build_for, train_experts
 from augdistill.errors import CheckpointError
 from augdistill.models import sample_params
-from augdistill.distill.experts import _generators
+from augdistill.distill.experts import _Lock, _generators
 
 MODEL = ModelConfig("convnet", width=8, depth=2, norm="instance")
 
@@ -68,12 +69,40 @@ def test_a_killed_expert_resumes_exactly_and_finished_ones_are_kept(digits, tmp_
     train_experts(_setup(digits), digits, killed, 2, policy=policy, on_epoch=reports.append)
     assert [(r.expert, r.epoch) for r in reports] == [(1, 3)]  # only the missing epoch is trained
     assert (killed / "expert_0000.pt").stat().st_mtime_ns == finished
-    assert sorted(p.name for p in killed.iterdir() if not p.name.startswith(".lock")) == [
+    assert sorted(p.name for p in killed.iterdir() if not p.name.endswith(".lock")) == [
         "expert_0000.pt", "expert_0001.pt", "experts.json"]
     a, b = _bank(digits, straight), _bank(digits, killed)
     for epoch in range(4):
         for name, value in a.params(1, epoch).items():
             assert torch.equal(value, b.params(1, epoch)[name]), (epoch, name)
+
+
+def test_processes_sharing_a_directory_split_the_experts_and_take_over_a_dead_holders(digits, tmp_path):
+    straight = tmp_path / "straight"
+    train_experts(_setup(digits), digits, straight, 3)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    other = _Lock(shared / ".expert_0000.lock")  # another process is training expert 0
+    assert other.acquire(wait=False)
+    reports: list[EpochReport] = []
+    result: list[list[float]] = []
+    worker = threading.Thread(target=lambda: result.append(
+        train_experts(_setup(digits), digits, shared, 3, on_epoch=reports.append)))
+    worker.start()
+    while not (shared / "expert_0002.pt").exists():  # experts 1 and 2 are trained meanwhile ...
+        worker.join(0.05)
+        assert worker.is_alive()
+    worker.join(0.5)
+    assert worker.is_alive() and not (shared / "expert_0000.pt").exists()  # ... then it waits for expert 0
+    assert {r.expert for r in reports} == {1, 2}
+    other.release()  # the holder dies without finishing: the waiting process trains expert 0 itself
+    worker.join()
+    assert [r.expert for r in reports if r.val_acc is not None] == [1, 2, 0]
+    assert result[0] == train_experts(_setup(digits), digits, straight, 3)  # same experts, in index order
+    a, b = _bank(digits, straight), _bank(digits, shared)
+    for i in range(3):
+        for name, value in a.params(i, 3).items():
+            assert torch.equal(value, b.params(i, 3)[name]), (i, name)
 
 
 def test_bad_files_are_named(digits, tmp_path):
