@@ -56,11 +56,13 @@ from augdistill.models import build_model, sample_params
 from augdistill.testing import higher_hypergradients
 
 SCRIPT = Path(__file__).resolve()
+#: ``--data-root``: the folder with the Fashion-MNIST files (``None``: the dataset's default folder).
+FASHION_ROOT: str | None = None
 
 
 @functools.lru_cache(maxsize=None)
 def _dataset(name: str) -> Any:
-    return load_dataset(name)
+    return load_dataset(name, FASHION_ROOT if name == "fashion-mnist" else None)
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ def peak_mib(problem: Problem, device: torch.device) -> float:
         hypergradient(problem, t)
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    out = subprocess.run([sys.executable, str(SCRIPT), "--memory-child", json.dumps(asdict(problem))],
+    out = subprocess.run([sys.executable, str(SCRIPT), "--memory-child", json.dumps(asdict(problem)), *_root_flag()],
                          capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return json.loads(out.stdout.splitlines()[-1])
 
@@ -315,7 +317,7 @@ def _distributed_child(out: str, steps: int) -> None:
     config = DistillConfig(data=DataConfig(name="fashion-mnist"),
                            model=ModelConfig(name="convnet", width=32, depth=3, norm="none"),
                            outer=OuterConfig(num_inits=4, real_per_class=10, iterations=10**6))
-    d = Distiller(config, load_dataset("fashion-mnist"), dist=dist)
+    d = Distiller(config, _dataset("fashion-mnist"), dist=dist)
     d.step()
     dist.barrier()
     t0 = time.perf_counter()
@@ -329,13 +331,18 @@ def _distributed_child(out: str, steps: int) -> None:
     distributed.shutdown()
 
 
+def _root_flag() -> list[str]:
+    """``--data-root`` for a child process of this script, if one was given."""
+    return [] if FASHION_ROOT is None else ["--data-root", FASHION_ROOT]
+
+
 def distributed_throughput(steps: int) -> list[dict[str, Any]]:
     rows = []
     threads = os.environ.get("OMP_NUM_THREADS", str(torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         for processes in (1, 2):
             out = Path(tmp) / f"{processes}.json"
-            child = [str(SCRIPT), "--distributed-child", str(out), "--steps", str(steps)]
+            child = [str(SCRIPT), "--distributed-child", str(out), "--steps", str(steps), *_root_flag()]
             command = ([sys.executable, *child] if processes == 1 else
                        [sys.executable, "-m", "torch.distributed.run", "--standalone",
                         f"--nproc_per_node={processes}", *child])
@@ -360,10 +367,13 @@ def main() -> None:
     p.add_argument("--only", help="comma-separated sections to run (cost_ratio, higher, scaling, draws, distributed, "
                                   "precision); the others keep their results in --out")
     p.add_argument("--rounds", type=int, default=5, help="timed rounds per measurement (each after a warm-up call)")
+    p.add_argument("--data-root", help="folder with the Fashion-MNIST files (default: the dataset's own folder)")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     p.add_argument("--distributed-child", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=5, help=argparse.SUPPRESS)
     a = p.parse_args()
+    global FASHION_ROOT
+    FASHION_ROOT = a.data_root
     if a.memory_child:
         return _memory_child(a.memory_child)
     if a.distributed_child:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check (one CUDA device, about 8 minutes): the CUDA tests, Fashion-MNIST MTT at 10 images per class
 # (experts, distillation, standard-protocol evaluation) and the speed benchmarks on the device. Prints one table
-# (also written to $OUT/summary.md) and packs the logs, metrics and synthetic sets into $OUT/results.tar.gz.
+# (also written to $OUT/summary.md) and packs the logs, metrics and synthetic sets into $OUT/results.tar.gz
+# (the only two files it writes to $OUT; the work folder $WORK holds the rest).
 #
 #     bash benchmarks/gpu_check.sh                      # from the repository root, on a machine with a GPU
 #     DATA=DIR PY=python3 BUDGET=480 bash benchmarks/gpu_check.sh
@@ -18,7 +19,8 @@ PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}
 BUDGET=${BUDGET:-480}
 WORK=${WORK:-$(mktemp -d)}
-mkdir -p "$OUT" "$WORK"
+LOGS=$WORK/logs
+mkdir -p "$OUT" "$LOGS"
 start=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - start) )); }
 
@@ -26,45 +28,37 @@ left() { echo $(( BUDGET - ($(date +%s) - start) )); }
 # then the paper's N = 20 synthetic steps matching M = 2 expert epochs from starts 0..8, with DSA's policy siamese.
 # Two image learning rates run side by side; the table's headline is the one validation selects.
 EXPERTS=8 EPOCHS=10 WORKERS=8 EXPERT_S=150 MTT_S=150 EVAL_NETS=5 EVAL_EPOCHS=300 VAL_NETS=2 VAL_EPOCHS=300
-EVAL_EVERY=100 WIDTH=128
+EVAL_EVERY=100 WIDTH=128 MARGIN=60
 if [[ -n ${SMOKE:-} ]]; then  # the plumbing only, on any device
     EXPERTS=2 EPOCHS=2 WORKERS=2 EXPERT_S=300 MTT_S=20 EVAL_NETS=2 EVAL_EPOCHS=5 VAL_NETS=1 VAL_EPOCHS=5
-    EVAL_EVERY=5 WIDTH=8
+    EVAL_EVERY=5 WIDTH=8 MARGIN=300
 fi
-: > "$OUT/stages.tsv"
-stage() {  # stage NAME SECONDS COMMAND...: run it time-boxed, log to $OUT/NAME.log, record exit status and time
+: > "$LOGS/stages.tsv"
+stage() {  # stage NAME SECONDS COMMAND...: run it time-boxed, log to $LOGS/NAME.log, record exit status and time
     local name=$1 limit=$2 t0 rc
     shift 2
     t0=$(date +%s)
-    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1
     rc=$?
-    printf '%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" >> "$OUT/stages.tsv"
+    printf '%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" >> "$LOGS/stages.tsv"
     return $rc
 }
 
 if [[ $DEVICE == cuda ]]; then
     $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
         echo "gpu_check: no CUDA device visible to torch"; exit 1; }
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/device.txt" 2>&1
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$LOGS/device.txt" 2>&1
     stage tests 90 $PY -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider
 fi
 
-experts() {
-    local k
-    for (( k = 0; k < WORKERS; k++ )); do
-        OMP_NUM_THREADS=2 $PY -m augdistill experts --dataset fashion-mnist --data-root "$DATA" --num-experts "$EXPERTS" \
-            --epochs "$EPOCHS" --width "$WIDTH" --aug dsa --device "$DEVICE" --out "$WORK/experts" > "$OUT/experts-$k.log" 2>&1 &
-    done
-    wait
-    ls "$WORK"/experts/expert_*.pt > /dev/null 2>&1  # success: at least one finished expert to match
-}
-export PY DATA DEVICE WORK OUT EXPERTS EPOCHS WORKERS WIDTH
-stage experts "$EXPERT_S" bash -c "$(declare -f experts); experts"
+OMP_NUM_THREADS=2 stage experts "$EXPERT_S" $PY -m augdistill experts --dataset fashion-mnist --data-root "$DATA" \
+    --num-experts "$EXPERTS" --epochs "$EPOCHS" --width "$WIDTH" --aug dsa --device "$DEVICE" --workers "$WORKERS" \
+    --out "$WORK/experts"
 
 mtt() {  # mtt NAME FLAGS...: one MTT distillation into $WORK/NAME
     local name=$1
     shift
-    stage "$name" $(( MTT_S + 60 )) $PY -m augdistill distill --dataset fashion-mnist --data-root "$DATA" \
+    stage "$name" $(( MTT_S + MARGIN )) $PY -m augdistill distill --dataset fashion-mnist --data-root "$DATA" \
         --device "$DEVICE" --method mtt --expert-dir "$WORK/experts" --width "$WIDTH" --ipc 10 --syn-steps 20 --expert-epochs 2 \
         --max-start-epoch $(( EPOCHS - 1 )) --policy fixed --policy-init policies/dsa.json \
         --siamese --iterations 100000 --time-budget "$MTT_S" --eval-every "$EVAL_EVERY" --eval-nets "$VAL_NETS" \
@@ -74,7 +68,7 @@ mtt mtt-lr0.01 --lr-images 0.01 &
 mtt mtt-lr0.003 --lr-images 0.003 &
 wait
 
-evaluate() {  # evaluate RUN PROTOCOL: 5 fresh ConvNet-3 on the run's set, DSA augmentation, JSON to $OUT
+evaluate() {  # evaluate RUN PROTOCOL: 5 fresh ConvNet-3 on the run's set, DSA augmentation, JSON to $LOGS
     stage "eval-$1-$2" 120 $PY -m augdistill evaluate "$WORK/$1" --protocol "$2" --nets "$EVAL_NETS" \
         --epochs "$EVAL_EPOCHS" --aug dsa --device "$DEVICE" --json
 }
@@ -86,14 +80,14 @@ wait
 
 if [[ $DEVICE == cuda && $(left) -gt 30 ]]; then
     stage bench $(( $(left) - 10 )) $PY benchmarks/bench_scale.py --device cuda --quick --compile \
-        --out "$OUT/scale-cuda.json"
+        --data-root "$DATA" --out "$LOGS/scale-cuda.json"
 fi
 
-OUT="$OUT" WORK="$WORK" TOTAL_S=$(( $(date +%s) - start )) $PY - <<'EOF' | tee "$OUT/summary.md"
+EPOCHS=$EPOCHS WORKERS=$WORKERS LOGS="$LOGS" WORK="$WORK" TOTAL_S=$(( $(date +%s) - start )) $PY - <<'EOF' | tee "$OUT/summary.md"
 import json, os, re
 from pathlib import Path
 
-out, work = Path(os.environ["OUT"]), Path(os.environ["WORK"])
+out, work = Path(os.environ["LOGS"]), Path(os.environ["WORK"])
 stages = {n: (rc, s) for n, rc, s in (line.split("\t") for line in (out / "stages.tsv").read_text().splitlines())}
 rows = []
 
@@ -111,8 +105,8 @@ if (out / "device.txt").exists():
     rows.append(("device", "", (out / "device.txt").read_text().strip()))
 if "tests" in stages:
     rows.append(("CUDA tests (tests/test_cuda.py)", state("tests"), log_tail("tests")))
-accs = [float(m.group(1)) for log in sorted(out.glob("experts-*.log"))
-        for m in re.finditer(r"validation accuracy ([\d.]+)%", log.read_text())]
+accs = [float(m.group(1)) for m in re.finditer(r"validation accuracy ([\d.]+)%", (out / "experts.log").read_text())] \
+    if (out / "experts.log").exists() else []
 finished = sorted(p.name for p in (work / "experts").glob("expert_*.pt"))
 rows.append((f"experts (DSA, {os.environ['EPOCHS']} epochs, {os.environ['WORKERS']} processes)", state("experts"),
              f"{len(finished)} finished; validation mean {accs[-1] if accs else float('nan'):.2f}%"))
@@ -172,6 +166,5 @@ for name, st, result in rows:
 EOF
 
 # Everything small enough to bring back: logs, stage times, and each run's config, metrics and synthetic set.
-tar -czf "$OUT/results.tar.gz" -C "$OUT" $(cd "$OUT" && ls *.log *.tsv *.json *.txt 2>/dev/null) \
-    -C "$WORK" $(cd "$WORK" && ls -d mtt-*/config.json mtt-*/metrics.json mtt-*/synthetic.pt experts/experts.json \
-    2>/dev/null)
+tar -czf "$OUT/results.tar.gz" -C "$WORK" $(cd "$WORK" && ls -d logs mtt-*/config.json mtt-*/metrics.json \
+    mtt-*/synthetic.pt experts/experts.json 2>/dev/null)

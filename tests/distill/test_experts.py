@@ -156,3 +156,18 @@ def test_cli_trains_resumes_and_reports_errors_in_one_line(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.splitlines()[-1]
     assert err.startswith("augdistill experts: error: expert trajectory") and "expert_0000.pt" in err
+
+
+def test_cli_workers_share_the_experts_and_match_one_process(digits, tmp_path, capsys):
+    args = ["experts", "--dataset", "digits", "--num-experts", "3", "--epochs", "3", "--width", "8", "--depth", "2",
+            "--batch-size", "64", "--lr", "0.05", "--aug", "none"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert main([*args, "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert (tmp_path / "two" / ".worker-1.log").is_file()
+    a, b = _bank(digits, tmp_path / "one"), _bank(digits, tmp_path / "two")
+    for i in range(3):
+        for name, value in a.params(i, 3).items():
+            assert torch.equal(value, b.params(i, 3)[name]), (i, name)
+    assert main([*args, "--out", str(tmp_path / "bad"), "--workers", "0"]) == 2
+    assert "--workers must be >= 1, got 0" in capsys.readouterr().err
