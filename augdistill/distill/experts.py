@@ -460,4 +460,5 @@ def train_experts(setup: ExpertSetup, dataset: Dataset, out: str | Path, num_exp
             lock.release()
 
     accs = [obtain(i, wait=False) for i in range(num_experts)]
+    # A second pass waits for the experts other processes held (obtain(wait=True) never returns None).
     return [acc if acc is not None else obtain(i, wait=True) for i, acc in enumerate(accs)]  # type: ignore[misc]
