@@ -73,10 +73,11 @@ class RandomCutout(K.IntensityAugmentationBase2D):
         p: probability of applying, per sample.
 
     Example:
-        >>> out = RandomCutout(0.5, 0.5)(torch.ones(2, 3, 8, 8))
-        >>> kept = out.mean((1, 2, 3))  # a quarter of the area erased, less where clipped
-        >>> bool(((kept >= 0.75) & (kept <= 1 - 0.25 / 4)).all())
-        True
+        >>> _ = torch.manual_seed(0)  # kornia draws from the global generator
+        >>> out = RandomCutout(0.5, 0.5)(torch.ones(64, 3, 8, 8))
+        >>> kept = out.mean((1, 2, 3))  # a quarter of the area erased, down to ~1/16 where a corner clips it
+        >>> bool(((kept > 0.75 - 1e-6) & (kept < 1 - 0.04)).all()), bool((kept < 0.76).any())
+        (True, True)
     """
 
     def __init__(self, low: float, high: float, p: float = 1.0) -> None:
