@@ -68,7 +68,7 @@ mtt mtt-lr0.01 --lr-images 0.01 &
 mtt mtt-lr0.003 --lr-images 0.003 &
 wait
 
-evaluate() {  # evaluate RUN PROTOCOL: 5 fresh ConvNet-3 on the run's set, DSA augmentation, JSON to $LOGS
+evaluate() {  # evaluate RUN PROTOCOL: $EVAL_NETS fresh ConvNet-3 on the run's set, DSA augmentation, JSON to $LOGS
     stage "eval-$1-$2" 120 $PY -m augdistill evaluate "$WORK/$1" --protocol "$2" --nets "$EVAL_NETS" \
         --epochs "$EVAL_EPOCHS" --aug dsa --device "$DEVICE" --json
 }
@@ -97,9 +97,23 @@ def state(name):
     rc, s = stages[name]
     return ("ok" if rc == "0" else "TIMED OUT" if rc == "124" else f"FAILED (exit {rc})") + f", {s} s"
 
-def log_tail(name):
+def last_line(name):
     p = out / f"{name}.log"
-    return p.read_text().strip().splitlines()[-1][:160] if p.exists() and p.read_text().strip() else ""
+    lines = p.read_text().strip().splitlines() if p.exists() else []
+    return lines[-1] if lines else ""
+
+def log_tail(name):
+    return last_line(name)[:160]
+
+def eval_result(name):
+    """The JSON record an `augdistill evaluate --json` stage printed last, or None if it printed none."""
+    try:
+        return json.loads(last_line(name))
+    except ValueError:
+        return None
+
+def mean_std(r):
+    return f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}%"
 
 if (out / "device.txt").exists():
     rows.append(("device", "", (out / "device.txt").read_text().strip()))
@@ -119,9 +133,8 @@ for run in ("mtt-lr0.01", "mtt-lr0.003"):
     m = json.loads(metrics.read_text())
     vals = [h["val_acc"] for h in m.get("history", []) if h.get("val_acc") is not None]
     its = m.get("time_budget", {}).get("stopped_after", m.get("iterations"))
-    ev = out / f"eval-{run}-standard.log"
-    test = json.loads(ev.read_text().strip().splitlines()[-1]) if ev.exists() and ev.read_text().strip() else None
-    test_s = f"test {100 * test['mean']:.2f} ± {100 * test['std']:.2f}% ({len(test['accs'])} nets)" if test else "no test"
+    test = eval_result(f"eval-{run}-standard")
+    test_s = f"test {mean_std(test)} ({len(test['accs'])} nets)" if test else "no test"
     rows.append((f"MTT ipc 10, {run}", state(run),
                  f"{its} its, selected {m.get('selected_iteration')} (val {100 * max(vals) if vals else 0:.2f}%); "
                  f"{test_s}"))
@@ -129,13 +142,11 @@ for run in ("mtt-lr0.01", "mtt-lr0.003"):
         best = (run, max(vals))
 if best:
     rows.append(("MTT selected on validation", "", best[0]))
-floor = out / "eval-mtt-lr0.01-random-subset.log"
-if floor.exists() and floor.read_text().strip():
-    try:
-        f = json.loads(floor.read_text().strip().splitlines()[-1])
-        rows.append(("random-subset floor, 10 per class", "", f"{100 * f['mean']:.2f} ± {100 * f['std']:.2f}%"))
-    except ValueError:
-        rows.append(("random-subset floor, 10 per class", "FAILED", log_tail("eval-mtt-lr0.01-random-subset")))
+floor_stage = "eval-mtt-lr0.01-random-subset"
+if floor_stage in stages:
+    floor = eval_result(floor_stage)
+    rows.append(("random-subset floor, 10 per class", state(floor_stage),
+                 mean_std(floor) if floor else log_tail(floor_stage)))
 
 scale = out / "scale-cuda.json"
 if scale.exists():

@@ -28,6 +28,15 @@ def _bank(digits, out, min_epochs=3) -> ExpertBank:
     return ExpertBank.load(out, info=digits.info, model=build_for(digits.info, MODEL), min_epochs=min_epochs)
 
 
+def _assert_same_experts(digits, a, b, experts) -> None:
+    """Experts ``experts`` of directories ``a`` and ``b`` hold bit-identical trajectories (every epoch)."""
+    bank_a, bank_b = _bank(digits, a), _bank(digits, b)
+    for i in experts:
+        for epoch in range(bank_a.epochs + 1):
+            for name, value in bank_a.params(i, epoch).items():
+                assert torch.equal(value, bank_b.params(i, epoch)[name]), (i, epoch, name)
+
+
 class _Kill(Exception):
     pass
 
@@ -71,10 +80,7 @@ def test_a_killed_expert_resumes_exactly_and_finished_ones_are_kept(digits, tmp_
     assert (killed / "expert_0000.pt").stat().st_mtime_ns == finished
     assert sorted(p.name for p in killed.iterdir() if not p.name.endswith(".lock")) == [
         "expert_0000.pt", "expert_0001.pt", "experts.json"]
-    a, b = _bank(digits, straight), _bank(digits, killed)
-    for epoch in range(4):
-        for name, value in a.params(1, epoch).items():
-            assert torch.equal(value, b.params(1, epoch)[name]), (epoch, name)
+    _assert_same_experts(digits, straight, killed, [1])
 
 
 def test_processes_sharing_a_directory_split_the_experts_and_take_over_a_dead_holders(digits, tmp_path):
@@ -99,10 +105,7 @@ def test_processes_sharing_a_directory_split_the_experts_and_take_over_a_dead_ho
     worker.join()
     assert [r.expert for r in reports if r.val_acc is not None] == [1, 2, 0]
     assert result[0] == train_experts(_setup(digits), digits, straight, 3)  # same experts, in index order
-    a, b = _bank(digits, straight), _bank(digits, shared)
-    for i in range(3):
-        for name, value in a.params(i, 3).items():
-            assert torch.equal(value, b.params(i, 3)[name]), (i, name)
+    _assert_same_experts(digits, straight, shared, range(3))
 
 
 def test_bad_files_are_named(digits, tmp_path):
@@ -165,9 +168,6 @@ def test_cli_workers_share_the_experts_and_match_one_process(digits, tmp_path, c
     assert main([*args, "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
     assert "warning" not in capsys.readouterr().err
     assert (tmp_path / "two" / ".worker-1.log").is_file()
-    a, b = _bank(digits, tmp_path / "one"), _bank(digits, tmp_path / "two")
-    for i in range(3):
-        for name, value in a.params(i, 3).items():
-            assert torch.equal(value, b.params(i, 3)[name]), (i, name)
+    _assert_same_experts(digits, tmp_path / "one", tmp_path / "two", range(3))
     assert main([*args, "--out", str(tmp_path / "bad"), "--workers", "0"]) == 2
     assert "--workers must be >= 1, got 0" in capsys.readouterr().err
