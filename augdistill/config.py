@@ -223,7 +223,9 @@ class MethodConfig:
     one of ``pool`` networks instead, each trained ``pool_steps`` SGD steps at ``net_lr`` on the step's real
     batch whenever it is drawn and replaced by a fresh one once it has taken ``pool_lifetime`` steps (IDM's
     semi-trained models), and adds ``ce_weight`` times the cross-entropy of that network on the synthetic set
-    (IDM's class-aware regulariser).
+    (IDM's class-aware regulariser); ``layer_weight`` > 0 also matches every earlier block's class means,
+    weighted per feature (CAFE's layer-wise alignment), and ``disc_weight`` weighs CAFE's discrimination loss
+    (real images classified by the synthetic class means).
     """
 
     name: str = setting("wang", "--method")
@@ -243,6 +245,8 @@ class MethodConfig:
     pool_steps: int = setting(1, "--dm-pool-steps", low=1, high=1000, why="work every outer step")
     pool_lifetime: int = setting(100, "--dm-pool-lifetime", low=1, high=10_000_000)
     ce_weight: float = setting(0.0, "--dm-ce-weight", low=0, high=1e6)
+    layer_weight: float = setting(0.0, "--dm-layer-weight", low=0, high=1e6)
+    disc_weight: float = setting(0.0, "--dm-disc-weight", low=0, high=1e6)
 
     def __post_init__(self) -> None:
         check_fields(self)

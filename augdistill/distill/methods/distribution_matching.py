@@ -22,6 +22,11 @@ With ``--dm-pool N`` the network is not fresh every step but one of ``N`` semi-t
 first takes ``--dm-pool-steps`` SGD steps on the step's real batch through the shared inner trainer (fresh draws of
 the frozen policy, as a network trains), on every rank alike. ``--dm-ce-weight w`` adds IDM's class-aware
 regulariser ``w · CE(θ; A_c(S))``, the mean cross-entropy of that network on the augmented synthetic set.
+``--dm-layer-weight w`` also matches the class means of every earlier block's output (CAFE's layer-wise feature
+alignment, arXiv 2203.01531), each weighted by ``w`` per feature relative to the last layer
+(:func:`layer_matching_distance`), and ``--dm-disc-weight w`` adds ``w`` times CAFE's discrimination loss (the real
+batch classified by inner products with the synthetic class means, :func:`discrimination_loss`; this term needs
+every class, so under ``torchrun`` every rank computes the whole loss).
 
 How the policy learns (``--policy learn``): the matching loss sees the policy frozen
 (:meth:`StepAugment.frozen`); the loop learns the policy from the augmentation objective alone
@@ -31,7 +36,7 @@ augmented-real loss minus the width bonus).
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +51,8 @@ from augdistill.inner import InnerSchedule, unroll
 from augdistill.models import sample_params
 from augdistill.typing import Params
 
-__all__ = ["DistributionMatching", "class_means", "mean_embedding_distance", "embed", "classify"]
+__all__ = ["DistributionMatching", "class_means", "mean_embedding_distance", "embed", "embed_layers", "classify",
+           "layer_matching_distance", "discrimination_loss"]
 
 
 def class_means(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -68,11 +74,80 @@ def mean_embedding_distance(real_means: Tensor, syn_means: Tensor) -> Tensor:
     return (real_means - syn_means).pow(2).sum()
 
 
+def layer_matching_distance(real_means: Sequence[Tensor], syn_means: Sequence[Tensor], weight: float) -> Tensor:
+    """DM's loss on the last layer plus ``weight`` times every earlier layer's (CAFE's layer-wise alignment).
+
+    Args:
+        real_means, syn_means: per-class mean embeddings ``(K, D_l)`` of each layer, the last layer last.
+        weight: the earlier layers' weight. Layer ``l``'s term is scaled by ``D_last / D_l`` so that a layer
+            counts by its mean squared difference per feature, not by its size (the first block of ConvNet-3 on
+            28×28 has 22× the features of the last).
+
+    Returns:
+        ``Σ_c ‖Δ_L,c‖² + weight · Σ_{l<L} (D_L / D_l) Σ_c ‖Δ_l,c‖²``, a 0-d tensor.
+
+    Example:
+        >>> r = [torch.zeros(2, 4), torch.zeros(2, 2)]
+        >>> s = [torch.ones(2, 4), torch.ones(2, 2)]
+        >>> float(layer_matching_distance(r, s, 0.5))  # 4 + 0.5 * (2 / 4) * 8
+        6.0
+    """
+    loss = mean_embedding_distance(real_means[-1], syn_means[-1])
+    last = real_means[-1].shape[1]
+    for real, syn in zip(real_means[:-1], syn_means[:-1], strict=True):
+        loss = loss + weight * (last / real.shape[1]) * mean_embedding_distance(real, syn)
+    return loss
+
+
+def discrimination_loss(real_features: Tensor, real_labels: Tensor, syn_means: Tensor) -> Tensor:
+    """CAFE's discrimination loss: the real images classified by their inner products with the synthetic class means.
+
+    Args:
+        real_features: embeddings of a real batch ``(N, D)`` (no gradient needed).
+        real_labels: their class ids ``(N,)``.
+        syn_means: the mean synthetic embedding of every class ``(K, D)``.
+
+    Returns:
+        ``mean_i CE(softmax_c ⟨f_i, m_c⟩, y_i)``, a 0-d tensor: small when each class's synthetic mean is the
+        prototype its real images are nearest to in inner product.
+
+    Example:
+        >>> m = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> good = discrimination_loss(10 * m, torch.tensor([0, 1]), m)
+        >>> bad = discrimination_loss(10 * m, torch.tensor([1, 0]), m)
+        >>> float(good) < 1e-3 < 10 - 1e-3 < float(bad)
+        True
+    """
+    return F.cross_entropy(real_features @ syn_means.T, real_labels)
+
+
 def embed(model: nn.Module, params: Params, x: Tensor) -> Tensor:
     """ψ_θ(x): ``model.features`` under the ``features.*`` entries of ``params``, flattened to ``(B, D)``."""
     prefix = "features."
     features = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
     return functional_call(model.features, features, (x,)).flatten(1)
+
+
+def embed_layers(model: nn.Module, params: Params, x: Tensor) -> list[Tensor]:
+    """The output of every block of ``model.features`` under ``params``, each flattened to ``(B, D_l)``: after each
+    2×2 average pool, and the last module's output (:func:`embed`'s) last.
+
+    Example:
+        >>> from augdistill.models import ConvNet
+        >>> net = ConvNet((1, 8, 8), 3, width=4, depth=2)
+        >>> params = dict(net.named_parameters())
+        >>> [f.shape[1] for f in embed_layers(net, params, torch.rand(5, 1, 8, 8))]
+        [64, 16]
+    """
+    outputs = []
+    for index, module in enumerate(model.features):
+        prefix = f"features.{index}."
+        x = functional_call(module, {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}, (x,))
+        if isinstance(module, nn.AvgPool2d):
+            outputs.append(x.flatten(1))
+    if not isinstance(module, nn.AvgPool2d):
+        outputs.append(x.flatten(1))
+    return outputs
 
 
 def classify(model: nn.Module, params: Params, features: Tensor) -> Tensor:
@@ -88,7 +163,8 @@ class DistributionMatching(Method):
 
     Needs a network with a ``features`` module before its ``classifier`` (``convnet``, ``lenet``). Options
     (:class:`~augdistill.config.MethodConfig`): ``pool``, ``pool_steps``, ``pool_lifetime`` and ``net_lr`` for
-    semi-trained networks, ``ce_weight`` for the class-aware regulariser (module docstring).
+    semi-trained networks, ``ce_weight`` for the class-aware regulariser, ``layer_weight`` for the layer-wise
+    alignment and ``disc_weight`` for the discrimination loss (module docstring).
     """
 
     name = "dm"
@@ -106,6 +182,9 @@ class DistributionMatching(Method):
         cfg = env.config.method
         self.pool = NetworkPool(env.model, cfg.pool, cfg.pool_lifetime) if cfg.pool else None
         real_images = env.info.num_classes * env.config.outer.real_per_class
+        #: the discrimination term classifies every real image against every class's synthetic mean, so its
+        #: classes cannot be split over ranks: every rank then computes the whole loss (Method.shards).
+        self.shards = not cfg.disc_weight
         self.pool_schedule = InnerSchedule.full_batch(real_images, 1, cfg.pool_steps)
 
     def _network(self, batch: OuterBatch) -> Params:
@@ -131,17 +210,28 @@ class DistributionMatching(Method):
             return
         synthetic = env.synthetic
         with torch.no_grad():
-            x, owned = self._owned(batch, classes, batch.x_real, batch.y_real, "real")
-            real_means = class_means(embed(env.model, params, x), owned, len(classes))
+            x, real_owned = self._owned(batch, classes, batch.x_real, batch.y_real, "real")
+            real_features = self._embed(params, x)
+            real_means = [class_means(f, real_owned, len(classes)) for f in real_features]
         x, owned = self._owned(batch, classes, synthetic.decode(), synthetic.labels, "synthetic")
-        features = embed(env.model, params, x)
-        loss = mean_embedding_distance(real_means, class_means(features, owned, len(classes)))
+        features = self._embed(params, x)
+        syn_means = [class_means(f, owned, len(classes)) for f in features]
+        loss = layer_matching_distance(real_means, syn_means, env.config.method.layer_weight)
         ce_weight = env.config.method.ce_weight
         if ce_weight:  # the mean over the whole set: the ranks' sums add up to it
             class_ids = torch.arange(classes.start, classes.stop, classes.step, device=x.device)[owned]
-            ce = F.cross_entropy(classify(env.model, params, features), class_ids, reduction="sum")
+            ce = F.cross_entropy(classify(env.model, params, features[-1]), class_ids, reduction="sum")
             loss = loss + ce_weight * ce / synthetic.labels.numel()
+        disc_weight = env.config.method.disc_weight
+        if disc_weight:  # one process holds every class here (self.shards is False)
+            loss = loss + disc_weight * discrimination_loss(real_features[-1], real_owned, syn_means[-1])
         yield LossPart(loss)
+
+    def _embed(self, params: Params, x: Tensor) -> list[Tensor]:
+        """The embeddings the loss matches: every block's with ``layer_weight``, else the last one only."""
+        if self.env.config.method.layer_weight:
+            return embed_layers(self.env.model, params, x)
+        return [embed(self.env.model, params, x)]
 
     def _owned(self, batch: OuterBatch, classes: range, x: Tensor, labels: Tensor,
                side: str) -> tuple[Tensor, Tensor]:

@@ -78,6 +78,68 @@ def test_loss_and_image_gradient_match_explicit_class_means(digits, float64):
     torch.testing.assert_close((plus - minus) / (2 * h), (expected_grad * v).sum(), rtol=1e-5, atol=1e-9)
 
 
+def test_layer_wise_alignment_matches_every_block_by_explicit_means(digits, float64):
+    # CAFE's layer-wise term: each block's output after its pool, class by class, weighted per feature.
+    method = MethodConfig(name="dm", layer_weight=0.3)
+    d = _distiller(digits, ipc=2, real=3, method=method)
+    d.synthetic.images.data = d.synthetic.images.data.double()
+    x_real, y_real = d.sampler.sample(3, d.generators["data"])
+    x_real = x_real.double()
+    theta = sample_params(d.model, torch.Generator().manual_seed(d.generators["init"].initial_seed()))
+    (part,) = list(d.method.losses(OuterBatch(x_real, y_real, d.stream.step(), 0)))
+    part.loss.backward()
+
+    net, y_syn = network_at(d.model, theta), d.synthetic.labels
+    x_syn = d.synthetic.images.detach().clone().requires_grad_()
+
+    def blocks(x):  # the outputs after each 2x2 pool, by running the modules one by one
+        outputs = []
+        for module in net.features:
+            x = module(x)
+            if isinstance(module, torch.nn.AvgPool2d):
+                outputs.append(x.flatten(1))
+        return outputs
+
+    per_layer = []
+    for f_real, f_syn in zip(blocks(x_real), blocks(x_syn), strict=True):
+        term = x_syn.new_zeros(())
+        for c in range(d.data.info.num_classes):
+            real = f_real[y_real == c].mean(0)
+            syn = f_syn[y_syn == c].mean(0)
+            term = term + ((real - syn) ** 2).sum()
+        per_layer.append((term, f_real.shape[1]))
+    assert len(per_layer) == 2 and per_layer[0][1] == 4 * per_layer[1][1]  # 8x8 -> 4x4 -> 2x2, width 8
+    (last, size) = per_layer[-1]
+    expected = last + 0.3 * (size / per_layer[0][1]) * per_layer[0][0]
+    (expected_grad,) = torch.autograd.grad(expected, x_syn)
+    torch.testing.assert_close(part.loss, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(d.synthetic.images.grad, expected_grad, rtol=1e-8, atol=1e-12)
+    assert per_layer[0][0].item() > 0.01 * last.item()  # the earlier block's term is not negligible
+
+
+def test_discrimination_loss_classifies_each_real_image_by_the_synthetic_means(digits, float64):
+    # CAFE's discrimination term, image by image: logits are inner products with each class's synthetic mean.
+    d = _distiller(digits, ipc=2, real=3, method=MethodConfig(name="dm", disc_weight=0.4))
+    assert d.method.shards is False  # it needs every class in one process
+    d.synthetic.images.data = d.synthetic.images.data.double()
+    x_real, y_real = d.sampler.sample(3, d.generators["data"])
+    x_real = x_real.double()
+    theta = sample_params(d.model, torch.Generator().manual_seed(d.generators["init"].initial_seed()))
+    (part,) = list(d.method.losses(OuterBatch(x_real, y_real, d.stream.step(), 0)))
+    part.loss.backward()
+
+    net, y_syn = network_at(d.model, theta), d.synthetic.labels
+    x_syn = d.synthetic.images.detach().clone().requires_grad_()
+    f_real, f_syn = net.features(x_real).flatten(1).detach(), net.features(x_syn).flatten(1)
+    means = [f_syn[y_syn == c].mean(0) for c in range(d.data.info.num_classes)]
+    disc = sum(-torch.log_softmax(torch.stack([f @ m for m in means]), 0)[y] for f, y in zip(f_real, y_real))
+    expected = _reference_loss(d, theta, x_syn, x_real, y_real) + 0.4 * disc / len(y_real)
+    (expected_grad,) = torch.autograd.grad(expected, x_syn)
+    torch.testing.assert_close(part.loss, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(d.synthetic.images.grad, expected_grad, rtol=1e-8, atol=1e-12)
+    assert _distiller(digits, method=MethodConfig(name="dm")).method.shards is True
+
+
 def test_class_means_of_unordered_rows():
     features = torch.tensor([[1.0, 0.0], [5.0, 2.0], [3.0, 4.0], [7.0, 6.0]])
     means = class_means(features, torch.tensor([1, 0, 1, 2]), 3)
