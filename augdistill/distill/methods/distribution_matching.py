@@ -121,11 +121,14 @@ def discrimination_loss(real_features: Tensor, real_labels: Tensor, syn_means: T
     return F.cross_entropy(real_features @ syn_means.T, real_labels)
 
 
+def _under(params: Params, prefix: str) -> Params:
+    """The entries of ``params`` whose names start with ``prefix``, renamed without it (a submodule's parameters)."""
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
 def embed(model: nn.Module, params: Params, x: Tensor) -> Tensor:
     """ψ_θ(x): ``model.features`` under the ``features.*`` entries of ``params``, flattened to ``(B, D)``."""
-    prefix = "features."
-    features = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
-    return functional_call(model.features, features, (x,)).flatten(1)
+    return functional_call(model.features, _under(params, "features."), (x,)).flatten(1)
 
 
 def embed_layers(model: nn.Module, params: Params, x: Tensor) -> list[Tensor]:
@@ -141,8 +144,7 @@ def embed_layers(model: nn.Module, params: Params, x: Tensor) -> list[Tensor]:
     """
     outputs = []
     for index, module in enumerate(model.features):
-        prefix = f"features.{index}."
-        x = functional_call(module, {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}, (x,))
+        x = functional_call(module, _under(params, f"features.{index}."), (x,))
         if isinstance(module, nn.AvgPool2d):
             outputs.append(x.flatten(1))
     if not isinstance(module, nn.AvgPool2d):
@@ -153,9 +155,7 @@ def embed_layers(model: nn.Module, params: Params, x: Tensor) -> list[Tensor]:
 def classify(model: nn.Module, params: Params, features: Tensor) -> Tensor:
     """Logits ``(B, K)`` of ``model.classifier`` under the ``classifier.*`` entries of ``params`` on ``features``
     ``(B, D)`` from :func:`embed`."""
-    prefix = "classifier."
-    head = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
-    return functional_call(model.classifier, head, (features,))
+    return functional_call(model.classifier, _under(params, "classifier."), (features,))
 
 
 class DistributionMatching(Method):
