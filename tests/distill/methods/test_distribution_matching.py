@@ -78,16 +78,23 @@ def test_loss_and_image_gradient_match_explicit_class_means(digits, float64):
     torch.testing.assert_close((plus - minus) / (2 * h), (expected_grad * v).sum(), rtol=1e-5, atol=1e-9)
 
 
-def test_layer_wise_alignment_matches_every_block_by_explicit_means(digits, float64):
-    # CAFE's layer-wise term: each block's output after its pool, class by class, weighted per feature.
-    method = MethodConfig(name="dm", layer_weight=0.3)
-    d = _distiller(digits, ipc=2, real=3, method=method)
+def _first_step(d: Distiller) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """The first step's loss on a float64 synthetic set and real batch, back-propagated into the images; returns
+    the loss, the real batch and the network θ the step drew."""
     d.synthetic.images.data = d.synthetic.images.data.double()
     x_real, y_real = d.sampler.sample(3, d.generators["data"])
     x_real = x_real.double()
     theta = sample_params(d.model, torch.Generator().manual_seed(d.generators["init"].initial_seed()))
     (part,) = list(d.method.losses(OuterBatch(x_real, y_real, d.stream.step(), 0)))
     part.loss.backward()
+    return part.loss, x_real, y_real, theta
+
+
+def test_layer_wise_alignment_matches_every_block_by_explicit_means(digits, float64):
+    # CAFE's layer-wise term: each block's output after its pool, class by class, weighted per feature.
+    method = MethodConfig(name="dm", layer_weight=0.3)
+    d = _distiller(digits, ipc=2, real=3, method=method)
+    loss, x_real, y_real, theta = _first_step(d)
 
     net, y_syn = network_at(d.model, theta), d.synthetic.labels
     x_syn = d.synthetic.images.detach().clone().requires_grad_()
@@ -112,7 +119,7 @@ def test_layer_wise_alignment_matches_every_block_by_explicit_means(digits, floa
     (last, size) = per_layer[-1]
     expected = last + 0.3 * (size / per_layer[0][1]) * per_layer[0][0]
     (expected_grad,) = torch.autograd.grad(expected, x_syn)
-    torch.testing.assert_close(part.loss, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(d.synthetic.images.grad, expected_grad, rtol=1e-8, atol=1e-12)
     assert per_layer[0][0].item() > 0.01 * last.item()  # the earlier block's term is not negligible
 
@@ -121,12 +128,7 @@ def test_discrimination_loss_classifies_each_real_image_by_the_synthetic_means(d
     # CAFE's discrimination term, image by image: logits are inner products with each class's synthetic mean.
     d = _distiller(digits, ipc=2, real=3, method=MethodConfig(name="dm", disc_weight=0.4))
     assert d.method.shards is False  # it needs every class in one process
-    d.synthetic.images.data = d.synthetic.images.data.double()
-    x_real, y_real = d.sampler.sample(3, d.generators["data"])
-    x_real = x_real.double()
-    theta = sample_params(d.model, torch.Generator().manual_seed(d.generators["init"].initial_seed()))
-    (part,) = list(d.method.losses(OuterBatch(x_real, y_real, d.stream.step(), 0)))
-    part.loss.backward()
+    loss, x_real, y_real, theta = _first_step(d)
 
     net, y_syn = network_at(d.model, theta), d.synthetic.labels
     x_syn = d.synthetic.images.detach().clone().requires_grad_()
@@ -135,7 +137,7 @@ def test_discrimination_loss_classifies_each_real_image_by_the_synthetic_means(d
     disc = sum(-torch.log_softmax(torch.stack([f @ m for m in means]), 0)[y] for f, y in zip(f_real, y_real))
     expected = _reference_loss(d, theta, x_syn, x_real, y_real) + 0.4 * disc / len(y_real)
     (expected_grad,) = torch.autograd.grad(expected, x_syn)
-    torch.testing.assert_close(part.loss, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(d.synthetic.images.grad, expected_grad, rtol=1e-8, atol=1e-12)
     assert _distiller(digits, method=MethodConfig(name="dm")).method.shards is True
 
