@@ -224,8 +224,9 @@ class MethodConfig:
     batch whenever it is drawn and replaced by a fresh one once it has taken ``pool_lifetime`` steps (IDM's
     semi-trained models), and adds ``ce_weight`` times the cross-entropy of that network on the synthetic set
     (IDM's class-aware regulariser); ``layer_weight`` > 0 also matches every earlier block's class means,
-    weighted per feature (CAFE's layer-wise alignment), and ``disc_weight`` weighs CAFE's discrimination loss
-    (real images classified by the synthetic class means).
+    weighted per feature (CAFE's layer-wise alignment), ``disc_weight`` weighs CAFE's discrimination loss
+    (real images classified by the synthetic class means), and ``attention_weight`` DataDAM's matching of the
+    class-mean spatial attention maps of every block but the last.
     """
 
     name: str = setting("wang", "--method")
@@ -247,6 +248,7 @@ class MethodConfig:
     ce_weight: float = setting(0.0, "--dm-ce-weight", low=0, high=1e6)
     layer_weight: float = setting(0.0, "--dm-layer-weight", low=0, high=1e6)
     disc_weight: float = setting(0.0, "--dm-disc-weight", low=0, high=1e6)
+    attention_weight: float = setting(0.0, "--dm-attention-weight", low=0, high=1e6)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -103,6 +103,9 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
     p.add_argument("--dm-disc-weight", type=float, default=d.method.disc_weight,
                    help="dm: weight of CAFE's discrimination loss (the real batch classified by inner products "
                         "with the synthetic class means; 0: none)")
+    p.add_argument("--dm-attention-weight", type=float, default=d.method.attention_weight,
+                   help="dm: weight of DataDAM's attention matching (the class means of every block's spatial "
+                        "attention map but the last's, each image's map of unit norm; DataDAM uses 100; 0: none)")
     p.add_argument("--model", default=d.model.name, help="convnet | lenet | mlp (default: the method's network)")
     p.add_argument("--width", type=int, default=d.model.width)
     p.add_argument("--depth", type=int, default=d.model.depth)
@@ -188,7 +191,7 @@ def _config_from_args(a: argparse.Namespace) -> DistillConfig:
                             outer_loop=a.outer_loop, inner_loop=a.inner_loop, net_lr=a.net_lr, pool=a.dm_pool,
                             pool_steps=a.dm_pool_steps, pool_lifetime=a.dm_pool_lifetime,
                             ce_weight=a.dm_ce_weight, layer_weight=a.dm_layer_weight,
-                            disc_weight=a.dm_disc_weight),
+                            disc_weight=a.dm_disc_weight, attention_weight=a.dm_attention_weight),
         model=ModelConfig(name=a.model, width=a.width, depth=a.depth, norm=a.norm),
         synthetic=SyntheticConfig(ipc=a.ipc, init=a.syn_init, learn_labels=a.learn_labels, param=a.param,
                                   factor=a.factor, decoders=a.decoders, latent_dim=a.latent_dim,

@@ -26,7 +26,10 @@ regulariser ``w · CE(θ; A_c(S))``, the mean cross-entropy of that network on t
 alignment, arXiv 2203.01531), each weighted by ``w`` per feature relative to the last layer
 (:func:`layer_matching_distance`), and ``--dm-disc-weight w`` adds ``w`` times CAFE's discrimination loss (the real
 batch classified by inner products with the synthetic class means, :func:`discrimination_loss`; this term needs
-every class, so under ``torchrun`` every rank computes the whole loss).
+every class, so under ``torchrun`` every rank computes the whole loss). ``--dm-attention-weight w`` adds DataDAM's
+spatial attention matching (Sajedi et al. 2023, arXiv 2310.00093): ``w · Σ_l Σ_c ‖mean_{x ∈ R_c} a_l(x) −
+mean_{s ∈ S_c} a_l(s)‖²`` over every block ``l`` but the last, where ``a_l`` is the block's attention map
+(:func:`attention_map`).
 
 How the policy learns (``--policy learn``): the matching loss sees the policy frozen
 (:meth:`StepAugment.frozen`); the loop learns the policy from the augmentation objective alone
@@ -51,8 +54,8 @@ from augdistill.inner import InnerSchedule, unroll
 from augdistill.models import sample_params
 from augdistill.typing import Params
 
-__all__ = ["DistributionMatching", "class_means", "mean_embedding_distance", "embed", "embed_layers", "classify",
-           "layer_matching_distance", "discrimination_loss"]
+__all__ = ["DistributionMatching", "class_means", "mean_embedding_distance", "embed", "block_outputs", "classify",
+           "layer_matching_distance", "attention_map", "discrimination_loss"]
 
 
 def class_means(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -131,25 +134,44 @@ def embed(model: nn.Module, params: Params, x: Tensor) -> Tensor:
     return functional_call(model.features, _under(params, "features."), (x,)).flatten(1)
 
 
-def embed_layers(model: nn.Module, params: Params, x: Tensor) -> list[Tensor]:
-    """The output of every block of ``model.features`` under ``params``, each flattened to ``(B, D_l)``: after each
-    2×2 average pool, and the last module's output (:func:`embed`'s) last.
+def block_outputs(model: nn.Module, params: Params, x: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """Run ``model.features`` under ``params`` once and return, for every block (the modules up to a ReLU and the
+    pool right after it, if any), ``(the ReLU's output (B, C, H, W), the block's output (B, C, H', W'))``: the
+    block's output is its pool's, or the ReLU's where no pool follows.
 
     Example:
         >>> from augdistill.models import ConvNet
         >>> net = ConvNet((1, 8, 8), 3, width=4, depth=2)
-        >>> params = dict(net.named_parameters())
-        >>> [f.shape[1] for f in embed_layers(net, params, torch.rand(5, 1, 8, 8))]
-        [64, 16]
+        >>> [(tuple(a.shape), tuple(o.shape)) for a, o in block_outputs(net, dict(net.named_parameters()),
+        ...                                                              torch.rand(5, 1, 8, 8))]
+        [((5, 4, 8, 8), (5, 4, 4, 4)), ((5, 4, 4, 4), (5, 4, 2, 2))]
     """
-    outputs = []
+    blocks: list[tuple[Tensor, Tensor]] = []
     for index, module in enumerate(model.features):
         x = functional_call(module, _under(params, f"features.{index}."), (x,))
-        if isinstance(module, nn.AvgPool2d):
-            outputs.append(x.flatten(1))
-    if not isinstance(module, nn.AvgPool2d):
-        outputs.append(x.flatten(1))
-    return outputs
+        if isinstance(module, nn.ReLU):
+            blocks.append((x, x))
+        elif isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)) and blocks:
+            blocks[-1] = (blocks[-1][0], x)
+    return blocks
+
+
+def attention_map(activation: Tensor) -> Tensor:
+    """DataDAM's spatial attention of a block: ``Σ_channels |a|`` at every position, each image's map scaled to
+    unit L2 norm.
+
+    Args:
+        activation: a block's ReLU output ``(B, C, H, W)``.
+
+    Returns:
+        ``(B, H * W)``, every row of norm 1 (or 0 where the activation is 0 everywhere).
+
+    Example:
+        >>> a = torch.zeros(1, 2, 2, 2); a[0, :, 0, 0] = 3.0
+        >>> attention_map(a).tolist()
+        [[1.0, 0.0, 0.0, 0.0]]
+    """
+    return F.normalize(activation.abs().sum(1).flatten(1), dim=1)
 
 
 def classify(model: nn.Module, params: Params, features: Tensor) -> Tensor:
@@ -164,7 +186,8 @@ class DistributionMatching(Method):
     Needs a network with a ``features`` module before its ``classifier`` (``convnet``, ``lenet``). Options
     (:class:`~augdistill.config.MethodConfig`): ``pool``, ``pool_steps``, ``pool_lifetime`` and ``net_lr`` for
     semi-trained networks, ``ce_weight`` for the class-aware regulariser, ``layer_weight`` for the layer-wise
-    alignment and ``disc_weight`` for the discrimination loss (module docstring).
+    alignment, ``disc_weight`` for the discrimination loss and ``attention_weight`` for DataDAM's attention
+    matching (module docstring).
     """
 
     name = "dm"
@@ -211,12 +234,15 @@ class DistributionMatching(Method):
         synthetic = env.synthetic
         with torch.no_grad():
             x, real_owned = self._owned(batch, classes, batch.x_real, batch.y_real, "real")
-            real_features = self._embed(params, x)
+            real_features, real_attention = self._embed(params, x)
             real_means = [class_means(f, real_owned, len(classes)) for f in real_features]
         x, owned = self._owned(batch, classes, synthetic.decode(), synthetic.labels, "synthetic")
-        features = self._embed(params, x)
+        features, attention = self._embed(params, x)
         syn_means = [class_means(f, owned, len(classes)) for f in features]
         loss = layer_matching_distance(real_means, syn_means, env.config.method.layer_weight)
+        for real, syn in zip(real_attention, attention, strict=True):  # DataDAM's attention matching
+            loss = loss + env.config.method.attention_weight * mean_embedding_distance(
+                class_means(real, real_owned, len(classes)), class_means(syn, owned, len(classes)))
         ce_weight = env.config.method.ce_weight
         if ce_weight:  # the mean over the whole set: the ranks' sums add up to it
             class_ids = torch.arange(classes.start, classes.stop, classes.step, device=x.device)[owned]
@@ -227,11 +253,17 @@ class DistributionMatching(Method):
             loss = loss + disc_weight * discrimination_loss(real_features[-1], real_owned, syn_means[-1])
         yield LossPart(loss)
 
-    def _embed(self, params: Params, x: Tensor) -> list[Tensor]:
-        """The embeddings the loss matches: every block's with ``layer_weight``, else the last one only."""
-        if self.env.config.method.layer_weight:
-            return embed_layers(self.env.model, params, x)
-        return [embed(self.env.model, params, x)]
+    def _embed(self, params: Params, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """The embeddings the loss matches (every block's output with ``layer_weight``, else the last one only,
+        each ``(B, D_l)``) and, with ``attention_weight``, the attention maps of every block but the last
+        (:func:`attention_map`), from one forward pass."""
+        cfg, model = self.env.config.method, self.env.model
+        if not (cfg.layer_weight or cfg.attention_weight):
+            return [embed(model, params, x)], []
+        blocks = block_outputs(model, params, x)
+        features = [output.flatten(1) for _, output in (blocks if cfg.layer_weight else blocks[-1:])]
+        attention = [attention_map(activation) for activation, _ in blocks[:-1]] if cfg.attention_weight else []
+        return features, attention
 
     def _owned(self, batch: OuterBatch, classes: range, x: Tensor, labels: Tensor,
                side: str) -> tuple[Tensor, Tensor]:

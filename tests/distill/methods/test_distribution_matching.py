@@ -142,6 +142,37 @@ def test_discrimination_loss_classifies_each_real_image_by_the_synthetic_means(d
     assert _distiller(digits, method=MethodConfig(name="dm")).method.shards is True
 
 
+def test_attention_matching_matches_explicit_attention_maps(digits, float64):
+    # DataDAM's term, image by image: Σ_channels |ReLU output| of every block but the last, each map of unit norm.
+    d = _distiller(digits, ipc=2, real=3, method=MethodConfig(name="dm", attention_weight=50.0))
+    loss, x_real, y_real, theta = _first_step(d)
+
+    net, y_syn = network_at(d.model, theta), d.synthetic.labels
+    x_syn = d.synthetic.images.detach().clone().requires_grad_()
+
+    def maps(x):  # the ReLU outputs, by running the modules one by one
+        outputs = []
+        for module in net.features:
+            x = module(x)
+            if isinstance(module, torch.nn.ReLU):
+                outputs.append(x)
+        return outputs
+
+    attention = x_syn.new_zeros(())
+    real_maps, syn_maps = maps(x_real), maps(x_syn)
+    assert len(real_maps) == 2 and real_maps[0].shape[-1] == 8  # depth 2: the first block's 8x8 map only
+    for a_real, a_syn in zip(real_maps[:-1], syn_maps[:-1], strict=True):
+        for c in range(d.data.info.num_classes):
+            unit = [m.abs().sum(0).flatten() / m.abs().sum(0).norm() for m in a_real[y_real == c]]
+            unit_syn = [m.abs().sum(0).flatten() / m.abs().sum(0).norm() for m in a_syn[y_syn == c]]
+            attention = attention + ((sum(unit) / len(unit) - sum(unit_syn) / len(unit_syn)) ** 2).sum()
+    expected = _reference_loss(d, theta, x_syn, x_real, y_real) + 50.0 * attention
+    (expected_grad,) = torch.autograd.grad(expected, x_syn)
+    torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(d.synthetic.images.grad, expected_grad, rtol=1e-8, atol=1e-12)
+    assert 50.0 * attention.item() > 0.01 * (expected - 50.0 * attention).item()  # the term is not negligible
+
+
 def test_class_means_of_unordered_rows():
     features = torch.tensor([[1.0, 0.0], [5.0, 2.0], [3.0, 4.0], [7.0, 6.0]])
     means = class_means(features, torch.tensor([1, 0, 1, 2]), 3)
