@@ -217,7 +217,8 @@ class MethodConfig:
 
     Gradient matching (``dc``) matches ``outer_loop`` times per network and trains the network for
     ``inner_loop`` epochs on the synthetic set at ``net_lr`` between matching steps (``None``: the paper's
-    values for the ``ipc``).
+    values for the ``ipc``); with ``train_on`` ``real`` it takes ``inner_loop`` SGD steps on the step's real batch
+    instead, and ``distance`` is DC's per-node ``cosine`` or IDC's ``l1`` over the convolution kernels.
 
     Distribution matching (``dm``) embeds with a fresh random network every step; with ``pool`` > 0 it draws
     one of ``pool`` networks instead, each trained ``pool_steps`` SGD steps at ``net_lr`` on the step's real
@@ -242,6 +243,8 @@ class MethodConfig:
     outer_loop: int | None = setting(None, "--outer-loop", low=1, high=100_000)
     inner_loop: int | None = setting(None, "--inner-loop", low=0, high=10_000, why="work between matching steps")
     net_lr: float = setting(0.01, "--net-lr", low=0, high=MAX_LR, low_open=True)
+    train_on: str = setting("synthetic", "--dc-train-on", choices=("synthetic", "real"))
+    distance: str = setting("cosine", "--dc-distance", choices=("cosine", "l1"))
     pool: int = setting(0, "--dm-pool", low=0, high=1000, why="each network is kept in memory and checkpoints")
     pool_steps: int = setting(1, "--dm-pool-steps", low=1, high=1000, why="work every outer step")
     pool_lifetime: int = setting(100, "--dm-pool-lifetime", low=1, high=10_000_000)

@@ -87,6 +87,12 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
                         "(default: the paper's for --ipc)")
     p.add_argument("--net-lr", type=float, default=d.method.net_lr,
                    help="dc: learning rate of the network trained between matching steps; dm: of the pool's")
+    p.add_argument("--dc-train-on", choices=("synthetic", "real"), default=d.method.train_on,
+                   help="dc: what the network trains on between matching steps: the synthetic set (DC) or the "
+                        "step's real batch, --inner-loop SGD steps (IDC)")
+    p.add_argument("--dc-distance", choices=("cosine", "l1"), default=d.method.distance,
+                   help="dc: per-node cosine distance of the gradients (DC) or their L1 distance over the "
+                        "convolution kernels (IDC)")
     p.add_argument("--dm-pool", type=int, default=d.method.pool,
                    help="dm: embed with one of this many networks trained on real batches as the run goes "
                         "(IDM's semi-trained models; 0: a fresh random network every step, as in DM)")
@@ -188,7 +194,8 @@ def _config_from_args(a: argparse.Namespace) -> DistillConfig:
         method=MethodConfig(name=a.method, lr_init=a.lr_init, lr_cap=a.lr_cap, expert_dir=a.expert_dir,
                             expert_epochs=a.expert_epochs, syn_steps=a.syn_steps, max_start_epoch=a.max_start_epoch,
                             syn_lr_init=a.syn_lr_init, syn_batch=a.syn_batch, constant_memory=a.constant_memory,
-                            outer_loop=a.outer_loop, inner_loop=a.inner_loop, net_lr=a.net_lr, pool=a.dm_pool,
+                            outer_loop=a.outer_loop, inner_loop=a.inner_loop, net_lr=a.net_lr, train_on=a.dc_train_on,
+                            distance=a.dc_distance, pool=a.dm_pool,
                             pool_steps=a.dm_pool_steps, pool_lifetime=a.dm_pool_lifetime,
                             ce_weight=a.dm_ce_weight, layer_weight=a.dm_layer_weight,
                             disc_weight=a.dm_disc_weight, attention_weight=a.dm_attention_weight),

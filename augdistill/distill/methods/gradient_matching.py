@@ -14,6 +14,12 @@ with one dimension (biases, normalisation scales and shifts) are left out of ``D
 steps the network is trained on the (augmented) synthetic set for ``inner_loop`` SGD steps by the shared
 inner trainer, without a graph; after ``outer_loop`` matching steps a fresh network is drawn.
 
+IDC's choices (Kim et al. 2022, arXiv 2205.14959), as options: ``--dc-train-on real`` trains the network between
+matching steps on the step's (augmented) real batch instead (``inner_loop`` full-batch SGD steps), so it is
+matched at the states a network trained on real data goes through; ``--dc-distance l1`` replaces the cosine
+distance by ``Σ |G_s − G_r|`` over the convolution kernels (IDC's default: the classifier and one-dimensional
+parameters left out, :func:`l1_distance`).
+
 One outer step of the loop is one matching step (one update of the images), so ``--iterations`` counts
 matching steps: the paper's 1000 iterations at 10 images per class are 10 000 of ours.
 
@@ -39,7 +45,7 @@ from augdistill.inner import InnerSchedule, unroll
 from augdistill.models import sample_params
 from augdistill.typing import Augment, Params
 
-__all__ = ["GradientMatching", "layer_distance", "matching_distance", "paper_loops", "PAPER_LOOPS"]
+__all__ = ["GradientMatching", "layer_distance", "l1_distance", "matching_distance", "paper_loops", "PAPER_LOOPS"]
 
 #: The authors' matching steps per network (``outer_loop``) and network training steps between two matching
 #: steps (``inner_loop``), by images per class (DC's ``get_loops``).
@@ -87,9 +93,31 @@ def layer_distance(g_syn: Tensor, g_real: Tensor) -> Tensor:
     return (1 - cosine).sum()
 
 
-def matching_distance(grads_syn: Sequence[Tensor], grads_real: Sequence[Tensor]) -> Tensor:
-    """``D``: the sum of :func:`layer_distance` over the parameters of a network, a 0-d tensor."""
-    return torch.stack([layer_distance(s, r) for s, r in zip(grads_syn, grads_real, strict=True)]).sum()
+def l1_distance(g_syn: Tensor, g_real: Tensor) -> Tensor:
+    """IDC's distance between two gradients of one parameter tensor, a 0-d tensor: ``Σ |g_syn − g_real|`` for a
+    convolution kernel (four dimensions), 0 for every other parameter (IDC matches neither the classifier nor
+    biases and norm parameters by default).
+
+    Example:
+        >>> g = torch.ones(2, 1, 3, 3)
+        >>> float(l1_distance(g, 0.5 * g)), float(l1_distance(torch.ones(3, 4), torch.zeros(3, 4)))
+        (9.0, 0.0)
+    """
+    if g_syn.shape != g_real.shape:
+        raise ConfigError(f"gradient shapes differ: {tuple(g_syn.shape)} vs {tuple(g_real.shape)}")
+    if g_syn.dim() != 4:
+        return g_syn.new_zeros(())
+    return (g_syn - g_real).abs().sum()
+
+
+#: ``--dc-distance``: the distance of one parameter's two gradients.
+DISTANCES = {"cosine": layer_distance, "l1": l1_distance}
+
+
+def matching_distance(grads_syn: Sequence[Tensor], grads_real: Sequence[Tensor], distance: str = "cosine") -> Tensor:
+    """``D``: the sum over the parameters of a network of one of :data:`DISTANCES`, a 0-d tensor."""
+    layer = DISTANCES[distance]
+    return torch.stack([layer(s, r) for s, r in zip(grads_syn, grads_real, strict=True)]).sum()
 
 
 class GradientMatching(Method):
@@ -98,7 +126,8 @@ class GradientMatching(Method):
     Options (:class:`~augdistill.config.MethodConfig`): ``outer_loop`` matching steps per network and
     ``inner_loop`` training epochs over the synthetic set between them (``None``: the paper's for the
     ``ipc``, :data:`PAPER_LOOPS`), at learning rate ``net_lr``, heavy-ball ``--momentum`` and ``--batch-per-class``
-    images of each class a step (0: all, as in the paper at up to 25 images per class).
+    images of each class a step (0: all, as in the paper at up to 25 images per class); with ``train_on``
+    ``real``, ``inner_loop`` SGD steps on the step's real batch instead. ``distance``: :data:`DISTANCES`.
 
     The current network θ and nothing else is the method's state; it is saved with the checkpoint
     (``get_extra_state``), so a run stopped in the middle of an ``outer_loop`` episode resumes bit-exactly.
@@ -116,7 +145,10 @@ class GradientMatching(Method):
         self.outer_loop, self.inner_loop = paper_loops(env.config.synthetic.ipc, cfg.outer_loop, cfg.inner_loop)
         per_class, bpc = syn.decoded_per_class, inner.batch_per_class
         self.schedule: InnerSchedule | None = None  # no training between matching steps when inner_loop is 0
-        if self.inner_loop and bpc in (0, per_class):
+        if self.inner_loop and cfg.train_on == "real":
+            self.schedule = InnerSchedule.full_batch(env.info.num_classes * env.config.outer.real_per_class, 1,
+                                                     self.inner_loop)
+        elif self.inner_loop and bpc in (0, per_class):
             self.schedule = InnerSchedule.full_batch(syn.num_decoded, 1, self.inner_loop)
         elif self.inner_loop:
             self.schedule = InnerSchedule.class_chunks(env.info.num_classes, per_class, bpc, per_class // bpc,
@@ -145,25 +177,30 @@ class GradientMatching(Method):
             g_real = torch.autograd.grad(real_loss, leaves)
             syn_loss = F.cross_entropy(functional_call(env.model, params, (x_syn[c],)), targets[c])
             g_syn = torch.autograd.grad(syn_loss, leaves, create_graph=True)
-            distances.append(matching_distance(g_syn, g_real))
+            distances.append(matching_distance(g_syn, g_real, env.config.method.distance))
         # One part (the paper's single backward): the classes share the decoded, augmented batch's graph.
         yield LossPart(torch.stack(distances).sum())
 
-    # -- the network trains on the updated synthetic set -----------------------------------------
+    # -- the network trains on the updated synthetic set (or on the step's real batch) -------------
     def after_update(self, batch: OuterBatch) -> None:
         last_of_episode = (batch.iteration + 1) % self.outer_loop == 0
         if last_of_episode or self.schedule is None:
             return
         env, cfg, schedule = self.env, self.env.config, self.schedule
-        synthetic = env.synthetic
-        with torch.no_grad():
-            images, targets = synthetic.decode().detach(), synthetic.targets().detach()
+        side = cfg.method.train_on
+        if side == "real":
+            images, targets, labels = batch.x_real, batch.y_real, batch.y_real
+        else:
+            synthetic = env.synthetic
+            with torch.no_grad():
+                images, targets = synthetic.decode().detach(), synthetic.targets().detach()
+            labels = synthetic.labels
         augment: Augment | None = None
         if batch.augment.active:
-            draws, labels, batches = batch.augment.training_draws(), synthetic.labels, schedule.on(env.device)
+            draws, batches = batch.augment.training_draws(), schedule.on(env.device)
 
             def augment(x: Tensor, t: int) -> Tensor:
-                return draws.synthetic(x, labels[batches[t % schedule.steps]])
+                return getattr(draws, side)(x, labels[batches[t % schedule.steps]])
         lrs = torch.full((schedule.total_steps,), cfg.method.net_lr, device=env.device)
         self.theta = unroll(env.model, self.theta, images, targets, lrs, schedule,
                             momentum=cfg.inner.momentum, augment=augment, create_graph=False)
@@ -182,4 +219,5 @@ class GradientMatching(Method):
         return {**self.state_dict(), "_extra_state": {"theta": MaybeState(params)}}
 
     def export(self) -> dict[str, Any]:
-        return {"outer_loop": self.outer_loop, "inner_loop": self.inner_loop}
+        return {"outer_loop": self.outer_loop, "inner_loop": self.inner_loop,
+                "train_on": self.env.config.method.train_on, "distance": self.env.config.method.distance}

@@ -24,8 +24,10 @@ OPS = ["rotate", "translate-x", "brightness"]
 
 
 def _distiller(digits, *, policy="none", siamese=True, ipc=2, real=3, outer_loop=3, inner_loop=2,
-               model=MODEL, **outer) -> Distiller:
-    cfg = DistillConfig(method=MethodConfig(name="dc", outer_loop=outer_loop, inner_loop=inner_loop, net_lr=0.05),
+               model=MODEL, train_on="synthetic", distance="cosine", **outer) -> Distiller:
+    method = MethodConfig(name="dc", outer_loop=outer_loop, inner_loop=inner_loop, net_lr=0.05, train_on=train_on,
+                          distance=distance)
+    cfg = DistillConfig(method=method,
                         model=model, synthetic=SyntheticConfig(ipc=ipc),
                         outer=OuterConfig(real_per_class=real, **outer),
                         policy=PolicyConfig(mode=policy, ops=tuple(OPS), siamese=siamese, inner_steps=2))
@@ -34,8 +36,9 @@ def _distiller(digits, *, policy="none", siamese=True, ipc=2, real=3, outer_loop
 
 
 def _reference_loss(d: Distiller, theta: dict, x_syn: torch.Tensor, x_real: torch.Tensor,
-                    y_real: torch.Tensor) -> torch.Tensor:
-    """DC's distance written out: per class, per layer with more than one dimension, per output node."""
+                    y_real: torch.Tensor, distance: str = "cosine") -> torch.Tensor:
+    """DC's distance written out: per class, per layer with more than one dimension, per output node; or IDC's
+    L1 distance, element by element over the convolution kernels."""
     net = network_at(d.model, theta)
     y_syn = d.synthetic.labels
     total = x_syn.new_zeros(())
@@ -46,6 +49,10 @@ def _reference_loss(d: Distiller, theta: dict, x_syn: torch.Tensor, x_real: torc
                                     list(net.parameters()), create_graph=True)
         for s, r in zip(g_syn, g_real):
             if s.dim() == 1:  # biases and norm parameters are not matched
+                continue
+            if distance == "l1":
+                if s.dim() == 4:  # IDC matches the convolution kernels only
+                    total = total + sum(abs(a - b) for a, b in zip(s.reshape(-1), r.reshape(-1)))
                 continue
             for node in range(s.shape[0]):
                 a, b = s[node].reshape(-1), r[node].reshape(-1)
@@ -61,8 +68,9 @@ def float64():
     torch.set_default_dtype(previous)
 
 
-def test_loss_and_image_gradient_match_the_per_node_formula(digits, float64):
-    d = _distiller(digits.to("cpu"), ipc=2, real=3)
+@pytest.mark.parametrize("distance", ["cosine", "l1"])
+def test_loss_and_image_gradient_match_the_per_node_formula(digits, float64, distance):
+    d = _distiller(digits.to("cpu"), ipc=2, real=3, distance=distance)
     d.synthetic.images.data = d.synthetic.images.data.double()
     x_real, y_real = d.sampler.sample(3, d.generators["data"])
     x_real = x_real.double()
@@ -72,7 +80,7 @@ def test_loss_and_image_gradient_match_the_per_node_formula(digits, float64):
     theta = d.method.theta
 
     x_syn = d.synthetic.images.detach().clone().requires_grad_()
-    expected = _reference_loss(d, theta, x_syn, x_real, y_real)
+    expected = _reference_loss(d, theta, x_syn, x_real, y_real, distance)
     (expected_grad,) = torch.autograd.grad(expected, x_syn)
     torch.testing.assert_close(part.loss, expected, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(d.synthetic.images.grad, expected_grad, rtol=1e-8, atol=1e-10)
@@ -83,8 +91,8 @@ def test_loss_and_image_gradient_match_the_per_node_formula(digits, float64):
         v = torch.randn(x_syn.shape, generator=g)
         h = 1e-6
         with torch.enable_grad():
-            plus = _reference_loss(d, theta, (x_syn + h * v).detach(), x_real, y_real)
-            minus = _reference_loss(d, theta, (x_syn - h * v).detach(), x_real, y_real)
+            plus = _reference_loss(d, theta, (x_syn + h * v).detach(), x_real, y_real, distance)
+            minus = _reference_loss(d, theta, (x_syn - h * v).detach(), x_real, y_real, distance)
         torch.testing.assert_close((plus - minus) / (2 * h), (d.synthetic.images.grad * v).sum(), rtol=1e-5,
                                    atol=1e-7)
 
@@ -136,6 +144,20 @@ def test_network_is_trained_between_matching_steps_and_redrawn_per_episode(digit
     assert all(torch.equal(trained[k], d.method.theta[k]) for k in trained)
     d.step()  # a new episode: a fresh network
     assert not any(torch.allclose(trained[k], d.method.theta[k]) for k in trained if trained[k].dim() > 1)
+
+
+def test_network_trained_on_the_real_batch_between_matching_steps(digits):
+    # IDC's choice: one SGD step on the step's real batch (no policy here), not on the synthetic set.
+    d = _distiller(digits, outer_loop=2, inner_loop=1, train_on="real")
+    drawn = sample_params(d.model, torch.Generator().manual_seed(d.generators["init"].initial_seed()))
+    data = torch.Generator().manual_seed(d.generators["data"].initial_seed())
+    x_real, y_real = d.sampler.sample(3, data)  # the batch the step draws
+    d.step()
+    leaves = [p.requires_grad_() for p in drawn.values()]
+    grads = torch.autograd.grad(F.cross_entropy(torch.func.functional_call(d.model, drawn, (x_real,)), y_real),
+                                leaves)
+    for (k, v), g in zip(drawn.items(), grads):
+        torch.testing.assert_close(d.method.theta[k], v.detach() - 0.05 * g)
 
 
 def test_resume_in_the_middle_of_an_episode_is_bit_exact(digits, tmp_path):
