@@ -143,9 +143,13 @@ class GradientMatching(Method):
         super().__init__(env)
         cfg, inner, syn = env.config.method, env.config.inner, env.synthetic
         self.outer_loop, self.inner_loop = paper_loops(env.config.synthetic.ipc, cfg.outer_loop, cfg.inner_loop)
+        if cfg.train_on == "real" and (self.outer_loop == 1 or not self.inner_loop):
+            raise ConfigError(f"--dc-train-on real trains the network between the matching steps of an episode, and "
+                              f"with --outer-loop {self.outer_loop} --inner-loop {self.inner_loop} there is no "
+                              f"training: pass --outer-loop > 1 and --inner-loop > 0 (e.g. 50 and 1)")
         per_class, bpc = syn.decoded_per_class, inner.batch_per_class
         self.schedule: InnerSchedule | None = None  # no training between matching steps when inner_loop is 0
-        if self.inner_loop and cfg.train_on == "real":
+        if cfg.train_on == "real":
             self.schedule = InnerSchedule.full_batch(env.info.num_classes * env.config.outer.real_per_class, 1,
                                                      self.inner_loop)
         elif self.inner_loop and bpc in (0, per_class):

@@ -158,6 +158,8 @@ def test_network_trained_on_the_real_batch_between_matching_steps(digits):
                                 leaves)
     for (k, v), g in zip(drawn.items(), grads):
         torch.testing.assert_close(d.method.theta[k], v.detach() - 0.05 * g)
+    with pytest.raises(ConfigError, match="--outer-loop > 1"):  # the paper's loops at ipc 1 would never train it
+        _distiller(digits, outer_loop=1, inner_loop=1, train_on="real")
 
 
 def test_resume_in_the_middle_of_an_episode_is_bit_exact(digits, tmp_path):
