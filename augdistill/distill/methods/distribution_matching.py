@@ -236,13 +236,14 @@ class DistributionMatching(Method):
             x, real_owned = self._owned(batch, classes, batch.x_real, batch.y_real, "real")
             real_features, real_attention = self._embed(params, x)
             real_means = [class_means(f, real_owned, len(classes)) for f in real_features]
+            real_attention_means = [class_means(a, real_owned, len(classes)) for a in real_attention]
         x, owned = self._owned(batch, classes, synthetic.decode(), synthetic.labels, "synthetic")
         features, attention = self._embed(params, x)
         syn_means = [class_means(f, owned, len(classes)) for f in features]
         loss = layer_matching_distance(real_means, syn_means, env.config.method.layer_weight)
-        for real, syn in zip(real_attention, attention, strict=True):  # DataDAM's attention matching
+        for real, syn in zip(real_attention_means, attention, strict=True):  # DataDAM's attention matching
             loss = loss + env.config.method.attention_weight * mean_embedding_distance(
-                class_means(real, real_owned, len(classes)), class_means(syn, owned, len(classes)))
+                real, class_means(syn, owned, len(classes)))
         ce_weight = env.config.method.ce_weight
         if ce_weight:  # the mean over the whole set: the ranks' sums add up to it
             class_ids = torch.arange(classes.start, classes.stop, classes.step, device=x.device)[owned]
