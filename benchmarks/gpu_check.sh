@@ -11,18 +11,7 @@
 # whole check; every stage is time-boxed and the benchmarks get what is left, so the check ends in time even when a
 # stage hangs (a cut stage keeps what it finished: finished experts, the best iteration validated so far). A stage
 # that fails or times out shows so in the table. Smoke test on a CPU: DEVICE=cpu SMOKE=1 bash benchmarks/gpu_check.sh
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-$(mktemp -d)}
-DATA=${DATA:-/usr/share/datasets/fashion-mnist}
-PY=${PY:-python3}
-DEVICE=${DEVICE:-cuda}
-BUDGET=${BUDGET:-480}
-WORK=${WORK:-$(mktemp -d)}
-LOGS=$WORK/logs
-mkdir -p "$OUT" "$LOGS"
-start=$(date +%s)
-left() { echo $(( BUDGET - ($(date +%s) - start) )); }
+source "$(dirname "$0")/gpu_common.sh"
 
 # MTT at 10 images per class: 8 experts of 10 epochs (DSA-augmented, trained by 8 processes sharing the directory),
 # then the paper's N = 20 synthetic steps matching M = 2 expert epochs from starts 0..8, with DSA's policy siamese.
@@ -33,23 +22,8 @@ if [[ -n ${SMOKE:-} ]]; then  # the plumbing only, on any device
     EXPERTS=2 EPOCHS=2 WORKERS=2 EXPERT_S=300 MTT_S=20 EVAL_NETS=2 EVAL_EPOCHS=5 VAL_NETS=1 VAL_EPOCHS=5
     EVAL_EVERY=5 WIDTH=8 MARGIN=300
 fi
-: > "$LOGS/stages.tsv"
-stage() {  # stage NAME SECONDS COMMAND...: run it time-boxed, log to $LOGS/NAME.log, record exit status and time
-    local name=$1 limit=$2 t0 rc
-    shift 2
-    t0=$(date +%s)
-    timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1
-    rc=$?
-    printf '%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" >> "$LOGS/stages.tsv"
-    return $rc
-}
-
-if [[ $DEVICE == cuda ]]; then
-    $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
-        echo "gpu_check: no CUDA device visible to torch"; exit 1; }
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$LOGS/device.txt" 2>&1
-    stage tests 90 $PY -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider
-fi
+cuda_tests
+wait
 
 OMP_NUM_THREADS=2 stage experts "$EXPERT_S" $PY -m augdistill experts --dataset fashion-mnist --data-root "$DATA" \
     --num-experts "$EXPERTS" --epochs "$EPOCHS" --width "$WIDTH" --aug dsa --device "$DEVICE" --workers "$WORKERS" \
@@ -84,69 +58,35 @@ if [[ $DEVICE == cuda && $(left) -gt 30 ]]; then
 fi
 
 EPOCHS=$EPOCHS WORKERS=$WORKERS LOGS="$LOGS" WORK="$WORK" TOTAL_S=$(( $(date +%s) - start )) $PY - <<'EOF' | tee "$OUT/summary.md"
-import json, os, re
+import json, os, re, sys
 from pathlib import Path
 
+sys.path.insert(0, "benchmarks")
+from gpu_table import StageLog, device_rows, mean_std, print_table, run_summary
+
 out, work = Path(os.environ["LOGS"]), Path(os.environ["WORK"])
-stages = {n: (rc, s) for n, rc, s in (line.split("\t") for line in (out / "stages.tsv").read_text().splitlines())}
-rows = []
-
-def state(name):
-    if name not in stages:
-        return "not run"
-    rc, s = stages[name]
-    return ("ok" if rc == "0" else "TIMED OUT" if rc == "124" else f"FAILED (exit {rc})") + f", {s} s"
-
-def last_line(name):
-    p = out / f"{name}.log"
-    lines = p.read_text().strip().splitlines() if p.exists() else []
-    return lines[-1] if lines else ""
-
-def log_tail(name):
-    return last_line(name)[:160]
-
-def eval_result(name):
-    """The JSON record an `augdistill evaluate --json` stage printed last, or None if it printed none."""
-    try:
-        return json.loads(last_line(name))
-    except ValueError:
-        return None
-
-def mean_std(r):
-    return f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}%"
-
-if (out / "device.txt").exists():
-    rows.append(("device", "", (out / "device.txt").read_text().strip()))
-if "tests" in stages:
-    rows.append(("CUDA tests (tests/test_cuda.py)", state("tests"), log_tail("tests")))
+log = StageLog(out)
+rows = device_rows(log)
 accs = [float(m.group(1)) for m in re.finditer(r"validation accuracy ([\d.]+)%", (out / "experts.log").read_text())] \
     if (out / "experts.log").exists() else []
 finished = sorted(p.name for p in (work / "experts").glob("expert_*.pt"))
-rows.append((f"experts (DSA, {os.environ['EPOCHS']} epochs, {os.environ['WORKERS']} processes)", state("experts"),
+rows.append((f"experts (DSA, {os.environ['EPOCHS']} epochs, {os.environ['WORKERS']} processes)", log.state("experts"),
              f"{len(finished)} finished; validation mean {accs[-1] if accs else float('nan'):.2f}%"))
 best = None
 for run in ("mtt-lr0.01", "mtt-lr0.003"):
-    metrics = work / run / "metrics.json"
-    if not metrics.exists():
-        rows.append((f"MTT ipc 10, {run}", state(run), log_tail(run)))
-        continue
-    m = json.loads(metrics.read_text())
-    vals = [h["val_acc"] for h in m.get("history", []) if h.get("val_acc") is not None]
-    its = m.get("time_budget", {}).get("stopped_after", m.get("iterations"))
-    test = eval_result(f"eval-{run}-standard")
+    summary, val = run_summary(work / run)
+    test = log.eval_result(f"eval-{run}-standard")
     test_s = f"test {mean_std(test)} ({len(test['accs'])} nets)" if test else "no test"
-    rows.append((f"MTT ipc 10, {run}", state(run),
-                 f"{its} its, selected {m.get('selected_iteration')} (val {100 * max(vals) if vals else 0:.2f}%); "
-                 f"{test_s}"))
-    if vals and (best is None or max(vals) > best[1]):
-        best = (run, max(vals))
+    rows.append((f"MTT ipc 10, {run}", log.state(run), f"{summary}; {test_s}" if val is not None else log.tail(run)))
+    if val is not None and (best is None or val > best[1]):
+        best = (run, val)
 if best:
     rows.append(("MTT selected on validation", "", best[0]))
 floor_stage = "eval-mtt-lr0.01-random-subset"
-if floor_stage in stages:
-    floor = eval_result(floor_stage)
-    rows.append(("random-subset floor, 10 per class", state(floor_stage),
-                 mean_std(floor) if floor else log_tail(floor_stage)))
+if floor_stage in log:
+    floor = log.eval_result(floor_stage)
+    rows.append(("random-subset floor, 10 per class", log.state(floor_stage),
+                 mean_std(floor) if floor else log.tail(floor_stage)))
 
 scale = out / "scale-cuda.json"
 if scale.exists():
@@ -166,14 +106,10 @@ if scale.exists():
         if r["how"] != "ours":
             rows.append((f"{r['how']}, {r['case']}", "", f"{r['speedup']:.2f}x fp32, cosine {r['cosine_vs_fp32']:.4f}, "
                          f"first call {r['first_call_s']:.1f} s"))
-if "bench" in stages:
-    rows.append(("speed benchmarks", state("bench"), "sections above were measured"))
+if "bench" in log:
+    rows.append(("speed benchmarks", log.state("bench"), "sections above were measured"))
 rows.append(("total", "", f"{os.environ['TOTAL_S']} s"))
-width = max(len(r[0]) for r in rows)
-print(f"| {'check'.ljust(width)} | status | result |")
-print(f"|{'-' * (width + 2)}|--------|--------|")
-for name, st, result in rows:
-    print(f"| {name.ljust(width)} | {st or 'ok'} | {result} |")
+print_table(rows)
 EOF
 
 # Everything small enough to bring back: logs, stage times, and each run's config, metrics and synthetic set.

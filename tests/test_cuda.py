@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from augdistill.augment import build_policy
-from augdistill.config import DistillConfig, ModelConfig, OuterConfig, PolicyConfig
+from augdistill.config import DistillConfig, MethodConfig, ModelConfig, OuterConfig, PolicyConfig, SyntheticConfig
 from augdistill.distill import Distiller
 from augdistill.distill.methods import OuterBatch
 from augdistill.distill.distributed import step_seed
@@ -77,6 +77,38 @@ def test_wang_inner_loop_never_waits_for_the_host(digits, batch_draws):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert d.synthetic.images.grad is not None and d.synthetic.images.grad.is_cuda
+
+
+MATCHING = {
+    "dc": MethodConfig(name="dc", outer_loop=3, inner_loop=1, net_lr=0.05),
+    "dc-idc": MethodConfig(name="dc", outer_loop=3, inner_loop=1, net_lr=0.05, train_on="real", distance="l1"),
+    "dm-pool-terms": MethodConfig(name="dm", pool=2, net_lr=0.1, ce_weight=0.5, layer_weight=0.3, disc_weight=0.5,
+                                  attention_weight=20.0),
+}
+
+
+@pytest.mark.parametrize("method", sorted(MATCHING))
+@pytest.mark.parametrize("param", ["pixels", "multi-formation"])
+def test_matching_steps_never_wait_for_the_host(digits, method, param):
+    """A gradient or distribution matching step (decode, siamese augmentation, matching loss, backward, and the
+    network's training between matching steps) runs with CUDA's sync debug mode set to error."""
+    config = DistillConfig(method=MATCHING[method], model=ModelConfig("convnet", width=8, depth=2),
+                           synthetic=SyntheticConfig(ipc=2, param=param), outer=OuterConfig(real_per_class=4),
+                           policy=PolicyConfig(mode="learn", ops=OPS, siamese=True))
+    d = Distiller(config, digits, policy=build_policy(list(OPS), image_size=(8, 8), probability=0.9), device="cuda")
+    d.step()  # warm-up: allocations, kernels, the first network
+    x_real, y_real = d.sampler.sample(config.outer.real_per_class, d.generators["data"])
+    batch = OuterBatch(x_real, y_real, d.stream.step(), 1, step_seed=step_seed(0, 1))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for part in d.method.losses(batch):
+            part.loss.backward()
+        d.method.after_update(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    grads = [p.grad for p in d.synthetic.parameters()]
+    assert all(g is not None and g.is_cuda and bool(g.abs().sum() > 0) for g in grads)
 
 
 def test_checkpointing_at_least_halves_cuda_memory():
