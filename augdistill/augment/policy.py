@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from augdistill.augment import functional as AF
 from augdistill.augment.gates import NOISE_EPS, clamp_st, gumbel_choice, straight_through
 from augdistill.augment.ops import OPS, AugmentOp, Range, real_number
+from augdistill.devices import upload
 from augdistill.errors import ConfigError
 
 __all__ = ["AugmentParams", "Policy", "build_policy", "COMPOSITIONS", "OpConfig", "INPUT_DTYPES"]
@@ -113,8 +114,8 @@ class AugmentParams:
 
     def to(self, device: torch.device | str) -> "AugmentParams":
         """The same noise on ``device``."""
-        return AugmentParams(self.u.to(device), self.gate.to(device), self.aux.to(device),
-                             None if self.choice is None else self.choice.to(device))
+        return AugmentParams(upload(self.u, device), upload(self.gate, device), upload(self.aux, device),
+                             None if self.choice is None else upload(self.choice, device))
 
 
 class Policy(nn.Module):

@@ -275,15 +275,20 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="augmentation the standard-protocol nets train with: none | dsa | run (the run's "
                         "policy.json) | a policy JSON file (replay always replays the run's policy)")
     p.add_argument("--with-policy", action="store_true", help="the same as --aug run")
+    p.add_argument("--batch-size", type=int, default=None, help="minibatch of the standard-protocol nets "
+                   "(default 256; IDC evaluates with 64)")
+    p.add_argument("--cutmix", type=float, default=0.0, help="share of their minibatches mixed by CutMix after the "
+                   "augmentation (IDC: 0.5, with --epochs 1000 --batch-size 64)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print one JSON object (with protocol, epochs, augmentation)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (with protocol, epochs, augmentation, batch size, cutmix)")
 
 
 def _run_evaluate(a: argparse.Namespace) -> int:
     from augdistill.runs.jobs import evaluate_run
     from augdistill.runs.layout import load_config
     evaluation = evaluate_run(a.run_dir, a.protocol, nets=a.nets, device=a.device, epochs=a.epochs,
-                              augment="run" if a.with_policy else a.aug)
+                              augment="run" if a.with_policy else a.aug, batch_size=a.batch_size, cutmix=a.cutmix)
     config = load_config(a.run_dir)
     record = {**evaluation.record(), "ipc": config.synthetic.ipc, "dataset": config.data.name,
               "method": config.method.name, "param": config.synthetic.param}

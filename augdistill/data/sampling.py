@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from augdistill.devices import upload
 from augdistill.errors import DataError
 
 __all__ = ["ClassBalancedSampler", "herd", "herd_per_class", "take_per_class"]
@@ -40,7 +41,7 @@ class ClassBalancedSampler:
                 order = torch.randperm(idx.numel(), generator=generator)[:per_class]
             else:
                 order = torch.randint(idx.numel(), (per_class,), generator=generator)
-            picks.append(idx[order.to(idx.device)])
+            picks.append(idx[upload(order, idx.device)])
         return torch.cat(picks)
 
     def sample(self, per_class: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from augdistill.config import ModelConfig
 from augdistill.data import Dataset, DatasetInfo
+from augdistill.devices import upload
 from augdistill.errors import CheckpointError, ConfigError
 from augdistill.models import build_model, reset_parameters_
 from augdistill.runs.atomic import load_json, load_tensors, save_json, save_tensors
@@ -267,7 +268,7 @@ class ExpertBank:
         """θ of expert ``expert`` after ``epoch`` epochs (``0``: its initialisation), on ``device``."""
         if not 0 <= epoch <= self.epochs:
             raise ConfigError(f"epoch {epoch} is outside the loaded epochs 0..{self.epochs}")
-        return {k: v[epoch].to(device) for k, v in self.trajectories[expert].items()}
+        return {k: upload(v[epoch], device) for k, v in self.trajectories[expert].items()}
 
 
 # -- training -----------------------------------------------------------------------------------------

@@ -464,11 +464,14 @@ class Evaluation:
     epochs: int | None
     augmentation: str
     model: str
+    batch_size: int | None = None
+    cutmix: float = 0.0
 
     def record(self) -> dict[str, Any]:
         r = self.result
         return {"protocol": self.protocol, "mean": r.mean, "std": r.std, "accs": list(r.accs), "nets": len(r.accs),
-                "epochs": self.epochs, "augmentation": self.augmentation, "model": self.model}
+                "epochs": self.epochs, "augmentation": self.augmentation, "model": self.model,
+                "batch_size": self.batch_size, "cutmix": self.cutmix}
 
 
 def evaluation_policy(augment: str, run_dir: Path, info: Any) -> nn.Module | None:
@@ -487,18 +490,23 @@ def evaluation_policy(augment: str, run_dir: Path, info: Any) -> nn.Module | Non
 
 
 def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5, device: str = "cpu",
-                 epochs: int | None = None, augment: str = "none") -> Evaluation:
+                 epochs: int | None = None, augment: str = "none", batch_size: int | None = None,
+                 cutmix: float = 0.0) -> Evaluation:
     """Evaluate a run directory under ``protocol`` (one of :data:`PROTOCOLS`) with ``nets`` fresh networks.
 
     ``replay`` always replays the run's own augmentation policy (it is part of the learned steps).
     The ``standard`` / ``random-subset`` / ``herding`` / ``full-data`` networks (ConvNet-3 width 128, instance
     norm) train for ``epochs`` (default 300; the DSA, DM and MTT papers use 1000) with the augmentation
-    ``augment`` (see :func:`evaluation_policy`). Arguments and files are checked before any training.
+    ``augment`` (see :func:`evaluation_policy`), in minibatches of ``batch_size`` (default 256), a ``cutmix``
+    share of them mixed by CutMix (IDC's evaluation: 1000 epochs, batch 64, cutmix 0.5). Arguments and files are
+    checked before any training.
     """
-    options = EvalOptions(protocol, nets, epochs, augment, device)
-    if options.protocol == "replay" and (options.epochs is not None or options.augment not in ("none", "run")):
-        raise ConfigError("--protocol replay replays the learned steps with the run's own policy; --epochs and "
-                          "--aug apply to the standard, random-subset, herding and full-data protocols")
+    options = EvalOptions(protocol, nets, epochs, augment, device, batch_size, cutmix)
+    if options.protocol == "replay" and (options.epochs is not None or options.augment not in ("none", "run")
+                                         or options.batch_size is not None or options.cutmix):
+        raise ConfigError("--protocol replay replays the learned steps with the run's own policy; --epochs, --aug, "
+                          "--batch-size and --cutmix apply to the standard, random-subset, herding and full-data "
+                          "protocols")
     run_dir = _run_folder(run_dir)
     config = with_method_defaults(load_config(run_dir))
     s = load_distilled(run_dir / SYNTHETIC_FILE)
@@ -509,7 +517,9 @@ def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5
         policy = _load_run_policy(run_dir) if config.policy.mode != "none" else None
         return Evaluation(replay_result(s, config, dataset, options.nets, options.device, policy), options.protocol,
                           None, "run" if policy is not None else "none", config.model.name)
-    standard = StandardProtocol() if options.epochs is None else StandardProtocol(epochs=options.epochs)
+    defaults = StandardProtocol()
+    standard = StandardProtocol(epochs=options.epochs or defaults.epochs,
+                                batch_size=options.batch_size or defaults.batch_size, cutmix=options.cutmix)
     policy = evaluation_policy(options.augment, run_dir, dataset.info)
     augment_std = None
     if policy is not None:
@@ -527,7 +537,7 @@ def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5
     accs = standard_accuracies(x, targets, dataset.info, dataset.test, seeds, standard, augment_std)
     return Evaluation(summarize(options.protocol, accs), options.protocol, standard.epochs, options.augment,
                       f"{standard.model.name}-{standard.model.depth}, width {standard.model.width}, "
-                      f"{standard.model.norm} norm")
+                      f"{standard.model.norm} norm", standard.batch_size, standard.cutmix)
 
 
 def _load_run_policy(run_dir: Path) -> nn.Module:

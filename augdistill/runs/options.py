@@ -79,13 +79,16 @@ class DistillOptions:
 @dataclass(frozen=True)
 class EvalOptions:
     """How :func:`~augdistill.runs.jobs.evaluate_run` runs: ``protocol``, ``nets`` fresh networks, standard-protocol
-    ``epochs`` (``None``: the protocol's default), the augmentation ``augment`` they train with, ``device``."""
+    ``epochs`` and ``batch_size`` (``None``: the protocol's defaults), the augmentation ``augment`` they train with,
+    the share ``cutmix`` of their minibatches mixed by CutMix, ``device``."""
 
     protocol: str = setting("replay", "--protocol", choices=PROTOCOLS)
     nets: int = setting(5, "--nets", low=1, high=1000, why="each is a fresh network trained from scratch")
     epochs: int | None = setting(None, "--epochs", low=1, high=10_000, why="the papers train for 1000")
     augment: str = setting("none", "--aug")
     device: str = setting("cpu", "--device")
+    batch_size: int | None = setting(None, "--batch-size", low=1, high=100_000, why="memory")
+    cutmix: float = setting(0.0, "--cutmix", low=0, high=1)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -43,8 +43,11 @@ def test_distill_writes_every_output_and_evaluate_reads_them(tmp_path, cli):
 
     result = cli("evaluate", out, "--protocol", "standard", "--nets", "1", "--epochs", "2")
     assert result.code == 0 and "standard" in result.out
-    result = cli("evaluate", out, "--protocol", "herding", "--nets", "1", "--epochs", "2", "--json")
-    assert result.code == 0 and json.loads(result.out)["protocol"] == "herding"
+    result = cli("evaluate", out, "--protocol", "herding", "--nets", "1", "--epochs", "2", "--json",
+                 "--batch-size", "4", "--cutmix", "0.5")
+    assert result.code == 0
+    record = json.loads(result.out)
+    assert (record["protocol"], record["epochs"], record["batch_size"], record["cutmix"]) == ("herding", 2, 4, 0.5)
     (out / "synthetic.png").unlink()
     assert cli("show", out).code == 0
     assert (out / "synthetic.png").is_file()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from augdistill.devices import upload
 from augdistill.models import sample_params
 from augdistill.typing import Params
 
@@ -57,7 +58,7 @@ class NetworkPool(nn.Module):
             ``(index, params, fresh)``: the member's 0-d index, its parameters (leaves without grad), and a
             0-d bool that is true when they are the fresh network.
         """
-        index = torch.randint(self.size, (), generator=pick, device=pick.device).to(self.flat.device)
+        index = upload(torch.randint(self.size, (), generator=pick, device=pick.device), self.flat.device)
         fresh_params = sample_params(model, init)
         age = self.ages[index]
         fresh = (age < 0) | (age >= self.lifetime)
