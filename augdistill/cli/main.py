@@ -269,6 +269,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", default="replay",
                    help="replay | standard | random-subset | herding (the herding coreset) | full-data")
     p.add_argument("--nets", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0, help="seed of the first network (networks SEED .. SEED+NETS-1), to "
+                   "split one evaluation across processes")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs of the standard-protocol nets (default 300; DSA, DM and MTT report 1000)")
     p.add_argument("--aug", default="none",
@@ -288,7 +290,8 @@ def _run_evaluate(a: argparse.Namespace) -> int:
     from augdistill.runs.jobs import evaluate_run
     from augdistill.runs.layout import load_config
     evaluation = evaluate_run(a.run_dir, a.protocol, nets=a.nets, device=a.device, epochs=a.epochs,
-                              augment="run" if a.with_policy else a.aug, batch_size=a.batch_size, cutmix=a.cutmix)
+                              augment="run" if a.with_policy else a.aug, batch_size=a.batch_size, cutmix=a.cutmix,
+                              seed=a.seed)
     config = load_config(a.run_dir)
     record = {**evaluation.record(), "ipc": config.synthetic.ipc, "dataset": config.data.name,
               "method": config.method.name, "param": config.synthetic.param}

@@ -441,17 +441,19 @@ def _model_for(config: DistillConfig, dataset: Dataset, device: str) -> nn.Modul
 
 
 def replay_result(s: DistilledSet, config: DistillConfig, dataset: Dataset, nets: int, device: str,
-                  policy: nn.Module | None = None) -> EvalResult:
-    """Replay protocol on the test split; a run's policy is part of its learned steps and is replayed too."""
+                  policy: nn.Module | None = None, seed: int = 0) -> EvalResult:
+    """Replay protocol on the test split with networks ``seed … seed + nets − 1``; a run's policy is part of its
+    learned steps and is replayed too (its draws start from ``seed``)."""
     if s.lrs is None or s.schedule is None:
         raise ConfigError(f"--protocol replay needs learned inner steps; method '{s.method}' learns none "
                           "(use --protocol standard)")
     model = _model_for(config, dataset, device)
     augment = None
     if policy is not None:
-        augment = policy_augment(policy.to(device).train(), torch.Generator().manual_seed(0))
+        augment = policy_augment(policy.to(device).train(), torch.Generator().manual_seed(seed))
     accs = replay_accuracies(model, s.images.to(device), s.targets.to(device), s.lrs.to(device), s.schedule,
-                             dataset.test.to(device), list(range(nets)), momentum=s.momentum, augment=augment)
+                             dataset.test.to(device), list(range(seed, seed + nets)), momentum=s.momentum,
+                             augment=augment)
     return summarize("replay", accs)
 
 
@@ -466,11 +468,12 @@ class Evaluation:
     model: str
     batch_size: int | None = None
     cutmix: float = 0.0
+    seed: int = 0
 
     def record(self) -> dict[str, Any]:
         r = self.result
         return {"protocol": self.protocol, "mean": r.mean, "std": r.std, "accs": list(r.accs), "nets": len(r.accs),
-                "epochs": self.epochs, "augmentation": self.augmentation, "model": self.model,
+                "seed": self.seed, "epochs": self.epochs, "augmentation": self.augmentation, "model": self.model,
                 "batch_size": self.batch_size, "cutmix": self.cutmix}
 
 
@@ -491,8 +494,10 @@ def evaluation_policy(augment: str, run_dir: Path, info: Any) -> nn.Module | Non
 
 def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5, device: str = "cpu",
                  epochs: int | None = None, augment: str = "none", batch_size: int | None = None,
-                 cutmix: float = 0.0) -> Evaluation:
-    """Evaluate a run directory under ``protocol`` (one of :data:`PROTOCOLS`) with ``nets`` fresh networks.
+                 cutmix: float = 0.0, seed: int = 0) -> Evaluation:
+    """Evaluate a run directory under ``protocol`` (one of :data:`PROTOCOLS`) with ``nets`` fresh networks, seeded
+    ``seed … seed + nets − 1`` (their augmentation draws start from ``seed``), so that processes given different
+    ``seed`` evaluate different networks side by side.
 
     ``replay`` always replays the run's own augmentation policy (it is part of the learned steps).
     The ``standard`` / ``random-subset`` / ``herding`` / ``full-data`` networks (ConvNet-3 width 128, instance
@@ -501,7 +506,7 @@ def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5
     share of them mixed by CutMix (IDC's evaluation: 1000 epochs, batch 64, cutmix 0.5). Arguments and files are
     checked before any training.
     """
-    options = EvalOptions(protocol, nets, epochs, augment, device, batch_size, cutmix)
+    options = EvalOptions(protocol, nets, epochs, augment, device, batch_size, cutmix, seed)
     if options.protocol == "replay" and (options.epochs is not None or options.augment not in ("none", "run")
                                          or options.batch_size is not None or options.cutmix):
         raise ConfigError("--protocol replay replays the learned steps with the run's own policy; --epochs, --aug, "
@@ -515,8 +520,9 @@ def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5
     dataset = dataset.to(options.device)
     if options.protocol == "replay":
         policy = _load_run_policy(run_dir) if config.policy.mode != "none" else None
-        return Evaluation(replay_result(s, config, dataset, options.nets, options.device, policy), options.protocol,
-                          None, "run" if policy is not None else "none", config.model.name)
+        return Evaluation(replay_result(s, config, dataset, options.nets, options.device, policy, options.seed),
+                          options.protocol, None, "run" if policy is not None else "none", config.model.name,
+                          seed=options.seed)
     defaults = StandardProtocol()
     standard = StandardProtocol(epochs=options.epochs or defaults.epochs,
                                 batch_size=options.batch_size or defaults.batch_size, cutmix=options.cutmix)
@@ -524,8 +530,8 @@ def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5
     augment_std = None
     if policy is not None:
         policy = policy.to(options.device).train().requires_grad_(False)
-        augment_std = policy_augment(policy, torch.Generator().manual_seed(0))
-    seeds = list(range(options.nets))
+        augment_std = policy_augment(policy, torch.Generator().manual_seed(options.seed))
+    seeds = list(range(options.seed, options.seed + options.nets))
     if options.protocol == "standard":
         x, targets = s.images.to(options.device), s.targets.to(options.device)
     elif options.protocol == "random-subset":
@@ -537,7 +543,7 @@ def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5
     accs = standard_accuracies(x, targets, dataset.info, dataset.test, seeds, standard, augment_std)
     return Evaluation(summarize(options.protocol, accs), options.protocol, standard.epochs, options.augment,
                       f"{standard.model.name}-{standard.model.depth}, width {standard.model.width}, "
-                      f"{standard.model.norm} norm", standard.batch_size, standard.cutmix)
+                      f"{standard.model.norm} norm", standard.batch_size, standard.cutmix, options.seed)
 
 
 def _load_run_policy(run_dir: Path) -> nn.Module:

@@ -80,7 +80,7 @@ class DistillOptions:
 class EvalOptions:
     """How :func:`~augdistill.runs.jobs.evaluate_run` runs: ``protocol``, ``nets`` fresh networks, standard-protocol
     ``epochs`` and ``batch_size`` (``None``: the protocol's defaults), the augmentation ``augment`` they train with,
-    the share ``cutmix`` of their minibatches mixed by CutMix, ``device``."""
+    the share ``cutmix`` of their minibatches mixed by CutMix, ``device``, and the first network's ``seed``."""
 
     protocol: str = setting("replay", "--protocol", choices=PROTOCOLS)
     nets: int = setting(5, "--nets", low=1, high=1000, why="each is a fresh network trained from scratch")
@@ -89,6 +89,7 @@ class EvalOptions:
     device: str = setting("cpu", "--device")
     batch_size: int | None = setting(None, "--batch-size", low=1, high=100_000, why="memory")
     cutmix: float = setting(0.0, "--cutmix", low=0, high=1)
+    seed: int = setting(0, "--seed", low=0, high=2**31 - 1)
 
     def __post_init__(self) -> None:
         check_fields(self)

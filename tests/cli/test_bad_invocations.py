@@ -294,6 +294,7 @@ CASES = [
     Case("evaluate-cutmix-above-1", ("evaluate", "{run}", "--protocol", "standard", "--cutmix", "1.5"),
          "--cutmix must be <= 1"),
     Case("evaluate-cutmix-nan", ("evaluate", "{run}", "--protocol", "standard", "--cutmix", "nan"), "--cutmix"),
+    Case("evaluate-seed-negative", ("evaluate", "{run}", "--seed", "-1"), "--seed must be >= 0"),
     Case("evaluate-batch-size-zero", ("evaluate", "{run}", "--protocol", "standard", "--batch-size", "0"),
          "--batch-size must be >= 1"),
     Case("evaluate-aug-unknown", ("evaluate", "{run}", "--protocol", "standard", "--aug", "banana"),

@@ -43,6 +43,10 @@ def test_distill_writes_every_output_and_evaluate_reads_them(tmp_path, cli):
 
     result = cli("evaluate", out, "--protocol", "standard", "--nets", "1", "--epochs", "2")
     assert result.code == 0 and "standard" in result.out
+    # networks SEED .. SEED+NETS-1: the second of two is the one --seed 1 trains alone (no augmentation draws)
+    two, second = (json.loads(cli("evaluate", out, "--protocol", "standard", "--epochs", "2", "--json", *flags).out)
+                   for flags in (("--nets", "2"), ("--nets", "1", "--seed", "1")))
+    assert second["accs"] == two["accs"][1:] and second["seed"] == 1
     result = cli("evaluate", out, "--protocol", "herding", "--nets", "1", "--epochs", "2", "--json",
                  "--batch-size", "4", "--cutmix", "0.5")
     assert result.code == 0
