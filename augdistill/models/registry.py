@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from augdistill.devices import upload
 from augdistill.errors import ConfigError
 from augdistill.models.convnet import ConvNet
 from augdistill.models.lenet import MLP, LeNet
@@ -58,7 +59,7 @@ def sample_params(model: nn.Module, generator: torch.Generator) -> Params:
                 p = getattr(module, pname)
                 if p is not None:
                     draw = torch.rand(p.shape, generator=generator, device=generator.device)
-                    params[prefix + pname] = ((draw * 2 - 1) * bound).to(p.device)
+                    params[prefix + pname] = upload((draw * 2 - 1) * bound, p.device)
         elif isinstance(module, (nn.GroupNorm, nn.BatchNorm2d)) and module.weight is not None:
             params[prefix + "weight"] = torch.ones_like(module.weight)
             params[prefix + "bias"] = torch.zeros_like(module.bias)

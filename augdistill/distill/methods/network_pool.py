@@ -60,17 +60,23 @@ class NetworkPool(nn.Module):
         """
         index = upload(torch.randint(self.size, (), generator=pick, device=pick.device), self.flat.device)
         fresh_params = sample_params(model, init)
-        age = self.ages[index]
+        age = self._row(self.ages, index)
         fresh = (age < 0) | (age >= self.lifetime)
-        stored = self._unflatten(self.flat[index])
+        stored = self._unflatten(self._row(self.flat, index))
         return index, {k: torch.where(fresh, fresh_params[k], stored[k]) for k in stored}, fresh
 
     def store(self, index: Tensor, params: Params, fresh: Tensor, steps: int) -> None:
         """Put member ``index``'s parameters back after it took ``steps`` SGD steps (from 0 when ``fresh``)."""
         vector = torch.cat([params[k].detach().reshape(-1) for k in self.shapes])
         self.flat.index_copy_(0, index.reshape(1), vector[None])
-        age = torch.where(fresh, torch.zeros_like(self.ages[index]), self.ages[index]) + steps
+        age = self._row(self.ages, index)
+        age = torch.where(fresh, torch.zeros_like(age), age) + steps
         self.ages.index_copy_(0, index.reshape(1), age.reshape(1))
+
+    @staticmethod
+    def _row(table: Tensor, index: Tensor) -> Tensor:
+        """``table[index]`` for a 0-d device ``index``, without turning it into a Python int (a host sync)."""
+        return table.index_select(0, index.reshape(1))[0]
 
     def _unflatten(self, vector: Tensor) -> Params:
         params, start = {}, 0
