@@ -59,6 +59,23 @@ def test_cuda_hypergradients_match_the_cpu(exact_float32):
         torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-3, atol=1e-6)
 
 
+def _step_without_host_sync(d: Distiller) -> None:
+    """After a warm-up step (allocations, kernels, the first network), one more step of ``d``'s method (its losses,
+    their backward and its work after the update) with CUDA's sync debug mode set to error: any host
+    synchronisation inside raises."""
+    d.step()
+    x_real, y_real = d.sampler.sample(d.config.outer.real_per_class, d.generators["data"])
+    batch = OuterBatch(x_real, y_real, d.stream.step(), 1, step_seed=step_seed(0, 1))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for part in d.method.losses(batch):
+            part.loss.backward()
+        d.method.after_update(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 @pytest.mark.parametrize("batch_draws", ["loop", "vmap"])
 def test_wang_inner_loop_never_waits_for_the_host(digits, batch_draws):
     """Every part of a Wang step (θ₀ draws, augmented unroll, real loss, backward) runs with CUDA's sync debug
@@ -66,16 +83,7 @@ def test_wang_inner_loop_never_waits_for_the_host(digits, batch_draws):
     config = DistillConfig(outer=OuterConfig(num_inits=2, batch_draws=batch_draws),
                            policy=PolicyConfig(mode="learn", ops=OPS, siamese=True))
     d = Distiller(config, digits, policy=build_policy(list(OPS), image_size=(8, 8), probability=0.9), device="cuda")
-    d.step()  # warm-up: allocations, kernels
-    x_real, y_real = d.sampler.sample(config.outer.real_per_class, d.generators["data"])
-    batch = OuterBatch(x_real, y_real, d.stream.step(), 1, step_seed=step_seed(0, 1))
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for part in d.method.losses(batch):
-            part.loss.backward()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    _step_without_host_sync(d)
     assert d.synthetic.images.grad is not None and d.synthetic.images.grad.is_cuda
 
 
@@ -96,17 +104,7 @@ def test_matching_steps_never_wait_for_the_host(digits, method, param):
                            synthetic=SyntheticConfig(ipc=2, param=param), outer=OuterConfig(real_per_class=4),
                            policy=PolicyConfig(mode="learn", ops=OPS, siamese=True))
     d = Distiller(config, digits, policy=build_policy(list(OPS), image_size=(8, 8), probability=0.9), device="cuda")
-    d.step()  # warm-up: allocations, kernels, the first network
-    x_real, y_real = d.sampler.sample(config.outer.real_per_class, d.generators["data"])
-    batch = OuterBatch(x_real, y_real, d.stream.step(), 1, step_seed=step_seed(0, 1))
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for part in d.method.losses(batch):
-            part.loss.backward()
-        d.method.after_update(batch)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    _step_without_host_sync(d)
     grads = [p.grad for p in d.synthetic.parameters()]
     assert all(g is not None and g.is_cuda and bool(g.abs().sum() > 0) for g in grads)
 

@@ -2,7 +2,7 @@
 
 A box of a random area is cut from a shuffled copy of the batch and pasted into it; the loss mixes the two
 targets in proportion to the areas. IDC (arXiv 2205.14959) trains its evaluation networks with DSA's augmentation
-and then CutMix on half of the minibatches (``Beta(1, 1)``: the kept area fraction is uniform in ``[0, 1]``).
+and then CutMix on half of the minibatches (``λ ~ Beta(1, 1)``, uniform; the box is clipped at the border).
 Every draw comes from a CPU ``generator``, so a mix is the same on every device and the host never waits for it.
 """
 
