@@ -291,7 +291,10 @@ class OuterConfig:
     ``sgd_momentum``) and the learning rate of each group, the gradient-norm clip (``grad_clip``; 0: none),
     seed, and how the best
     iteration is selected on the validation split (``validation``: ``replay`` the learned steps, or
-    train ``standard`` evaluation networks for ``val_epochs``). ``None`` takes the method's default.
+    train ``standard`` evaluation networks for ``val_epochs``). ``ema`` β > 0 keeps an exponential moving
+    average of the stored synthetic tensors (Polyak averaging; see :class:`~augdistill.distill.averaging.
+    SyntheticAverage`), which validation, selection and the exported set then use. ``None`` takes the method's
+    default.
     """
 
     iterations: int = setting(1000, "--iterations", low=0, high=10_000_000)
@@ -308,6 +311,7 @@ class OuterConfig:
     seed: int = setting(0, "--seed", low=0, high=2**32 - 1)
     validation: str | None = setting(None, "--validation", choices=("replay", "standard"))
     val_epochs: int = setting(300, "--val-epochs", low=1, high=10_000)
+    ema: float = setting(0.0, "--ema", low=0, high=1, high_open=True)
 
     def __post_init__(self) -> None:
         check_fields(self)

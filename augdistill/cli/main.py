@@ -151,6 +151,9 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
                    help="how the best iteration is selected on the validation split (default: the method's)")
     p.add_argument("--val-epochs", type=int, default=d.outer.val_epochs,
                    help="epochs of the standard-protocol networks trained for validation")
+    p.add_argument("--ema", type=float, default=d.outer.ema, metavar="BETA",
+                   help="keep an exponential moving average of the synthetic set with decay BETA (e.g. 0.95: about "
+                        "the last 20 steps); validation, selection and the exported set use it (0: off)")
     p.add_argument("--policy", default=d.policy.mode, choices=("none", "fixed", "learn"))
     p.add_argument("--policy-init", default=d.policy.init_file, help="policy JSON to start from (or to keep fixed)")
     p.add_argument("--ops", default=",".join(d.policy.ops), help="comma-separated ops of a learned policy")
@@ -210,7 +213,7 @@ def _config_from_args(a: argparse.Namespace) -> DistillConfig:
                           real_per_class=a.real_per_class,
                           optimizer=a.optimizer, lr_images=a.lr_images, sgd_momentum=a.sgd_momentum,
                           lr_lrs=a.lr_lrs, lr_labels=a.lr_labels, grad_clip=a.grad_clip, seed=a.seed,
-                          validation=a.validation, val_epochs=a.val_epochs),
+                          validation=a.validation, val_epochs=a.val_epochs, ema=a.ema),
         policy=PolicyConfig(mode=a.policy, ops=tuple(o for o in a.ops.split(",") if o), init_file=a.policy_init,
                             lr=a.policy_lr, width_weight=a.width_weight, aug_weight=a.aug_weight,
                             copies=a.aug_copies, siamese=a.siamese, inner_steps=a.policy_inner_steps,

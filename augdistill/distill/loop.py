@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from augdistill.augment import build_policy, load_policy, policy_param_groups
 from augdistill.config import DistillConfig, PolicyConfig
 from augdistill.data import ClassBalancedSampler, Dataset, herd_per_class, take_per_class
+from augdistill.distill.averaging import SyntheticAverage
 from augdistill.distill.distributed import SINGLE, DistContext, Shard, step_seed
 from augdistill.distill.methods import Method, MethodEnv, OuterBatch, method_class, with_method_defaults
 from augdistill.distill.policy_objective import PolicyObjective
@@ -98,6 +99,8 @@ class Distiller:
                            for name, offset in STREAMS.items()}
         self.sampler = ClassBalancedSampler(self.data.train.x, self.data.train.y, info.num_classes)
         self.synthetic = self._build_synthetic()
+        #: ``--ema``: the moving average of the set, which validation, selection and export use (None: off).
+        self.average = SyntheticAverage(self.synthetic, config.outer.ema) if config.outer.ema else None
         self.method: Method = method_class(config.method.name)(
             MethodEnv(config, self.model, self.synthetic, info, self.generators, self.device))
         self.optimizer = self._build_optimizer()
@@ -208,6 +211,8 @@ class Distiller:
             raise TrainingDivergedError(f"outer step {self.iteration + 1}: a learned step size is not finite")
         self.method.after_update(batch)
         self.iteration += 1
+        if self.average is not None:
+            self.average.update(self.synthetic, self.iteration)
         metrics = {k: float(v) for k, v in self.method.step_metrics().items()}
         width = float(self.policy.width().detach()) if self.policy is not None else None
         stats = StepStats(self.iteration, loss_value, metrics, width)
@@ -249,12 +254,19 @@ class Distiller:
                                             self.device)
         self.history.append({"iteration": self.iteration, "val_acc": val_acc})
         if val_acc > self.best["val_acc"]:
-            self.best = {"val_acc": val_acc, "iteration": self.iteration, "state": copy.deepcopy(self._learned_state())}
+            self.best = {"val_acc": val_acc, "iteration": self.iteration,
+                         "state": copy.deepcopy(self._learned_state(self.selectable))}
         return val_acc
+
+    @property
+    def selectable(self) -> SyntheticData:
+        """The set that validation measures and selection keeps: the moving average with ``--ema``, else the set
+        being trained."""
+        return self.synthetic if self.average is None else self.average.set
 
     def _validation_accuracy(self, nets: int) -> float:
         with torch.no_grad():
-            images, targets = self.synthetic.decode().detach(), self.synthetic.targets().detach()
+            images, targets = self.selectable.decode().detach(), self.selectable.targets().detach()
         policy = self.policy
         if policy is not None and self.config.outer.validation == "standard":
             policy = copy.deepcopy(policy).requires_grad_(False)
@@ -272,8 +284,8 @@ class Distiller:
             state.update({f"policy.{k}": v for k, v in self.policy.named_parameters()})
         self.dist.check_in_sync(state, what)
 
-    def _learned_state(self) -> dict[str, Any]:
-        return {"synthetic": self.synthetic.state_dict(), "method": self.method.state_dict(),
+    def _learned_state(self, synthetic: SyntheticData | None = None) -> dict[str, Any]:
+        return {"synthetic": (synthetic or self.synthetic).state_dict(), "method": self.method.state_dict(),
                 "policy": self.policy.state_dict() if self.policy is not None else None}
 
     def _load_learned_state(self, state: dict[str, Any]) -> None:
@@ -283,9 +295,12 @@ class Distiller:
             self.policy.load_state_dict(state["policy"])
 
     def restore_best(self) -> None:
-        """Load the state selected on the validation split (no-op if :meth:`validate` never ran)."""
+        """Load the state selected on the validation split; if :meth:`validate` never ran, the moving average with
+        ``--ema`` (else nothing changes)."""
         if self.best["state"] is not None:
             self._load_learned_state(self.best["state"])
+        elif self.average is not None:
+            self.synthetic.load_state_dict(self.average.set.state_dict())
 
     # -- checkpointing --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -299,6 +314,7 @@ class Distiller:
             "generators": {k: g.get_state() for k, g in self.generators.items()},
             "history": self.history,
             "best": self.best,
+            "average": self.average.set.state_dict() if self.average is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -313,3 +329,5 @@ class Distiller:
             g.set_state(state["generators"][k])
         self.history = list(state["history"])
         self.best = dict(state["best"])
+        if self.average is not None:
+            self.average.set.load_state_dict(state["average"])

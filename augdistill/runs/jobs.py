@@ -297,6 +297,8 @@ def _load_checkpoint(distiller: Distiller, path: Path) -> None:
             template = distiller.method.checkpoint_template() if key == "method" else (
                 None if module is None else module.state_dict())
             _check_like(path, prefix + key, state.get(key), template)
+    _check_like(path, "average", raw.get("average"),
+                distiller.synthetic.state_dict() if distiller.average is not None else None)
     try:
         distiller.load_state_dict(raw)
     except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
