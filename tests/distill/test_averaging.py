@@ -10,7 +10,7 @@ import torch
 
 from augdistill.config import DistillConfig, MethodConfig, OuterConfig, SyntheticConfig
 from augdistill.distill import Distiller
-from augdistill.distill.averaging import ema_decay
+from augdistill.distill.averaging import ema_weight
 from augdistill.errors import ConfigError
 from augdistill.runs.atomic import load_tensors, save_tensors
 from augdistill.runs.layout import load_distilled
@@ -23,27 +23,28 @@ def _dm(beta: float, **synthetic) -> DistillConfig:
 
 
 @pytest.mark.parametrize("param", [{}, {"param": "multi-formation", "factor": 2}])
-def test_the_average_follows_the_formula_over_the_iterates(digits, param):
-    """avg_t = β_t avg_{t-1} + (1 − β_t) s_t from avg_0 = s_0, computed here from the recorded iterates, for every
-    stored tensor (pixels; multi-formation's tiles)."""
-    d = Distiller(_dm(0.8, **param), digits)
-    expected = {k: p.detach().clone() for k, p in d.synthetic.named_parameters()}
-    for t in range(1, 13):
+def test_the_average_is_the_discounted_mean_of_the_iterates(digits, param):
+    """avg_t = Σ β^{t−i} s_i / Σ β^{t−i} over the recorded iterates s_1 … s_t, for every stored tensor (pixels;
+    multi-formation's tiles)."""
+    beta = 0.8
+    d = Distiller(_dm(beta, **param), digits)
+    iterates = []
+    for _ in range(12):
         d.step()
-        beta = min(0.8, (1 + t) / (10 + t))
-        for k, p in d.synthetic.named_parameters():
-            expected[k] = beta * expected[k] + (1 - beta) * p.detach()
+        iterates.append({k: p.detach().clone() for k, p in d.synthetic.named_parameters()})
+    weights = torch.tensor([beta ** (len(iterates) - i) for i in range(1, len(iterates) + 1)])
     averaged = dict(d.average.set.named_parameters())
     for k, p in d.synthetic.named_parameters():
-        torch.testing.assert_close(averaged[k], expected[k])
+        expected = sum(w * s[k] for w, s in zip(weights, iterates)) / weights.sum()
+        torch.testing.assert_close(averaged[k], expected)
         assert not torch.allclose(averaged[k], p.detach(), atol=1e-4), k  # it lags the iterate
     assert not any(p.requires_grad for p in averaged.values())
 
 
-def test_warm_up_decay_reaches_beta():
-    assert ema_decay(0.95, 1) == pytest.approx(2 / 11)
-    assert ema_decay(0.95, 170) == pytest.approx(171 / 180)  # still warming up: 0.95 from step 170 on
-    assert ema_decay(0.95, 171) == 0.95 and ema_decay(0.0, 5) == 0.0
+def test_the_newest_iterate_weighs_one_then_one_minus_beta():
+    assert ema_weight(0.95, 1) == 1.0
+    assert ema_weight(0.95, 2) == pytest.approx(0.05 / (1 - 0.95 ** 2))
+    assert ema_weight(0.95, 1000) == pytest.approx(0.05)
 
 
 def test_validation_selection_and_restore_use_the_average(digits):
