@@ -227,7 +227,9 @@ class MethodConfig:
     (IDM's class-aware regulariser); ``layer_weight`` > 0 also matches every earlier block's class means,
     weighted per feature (CAFE's layer-wise alignment), ``disc_weight`` weighs CAFE's discrimination loss
     (real images classified by the synthetic class means), and ``attention_weight`` DataDAM's matching of the
-    class-mean spatial attention maps of every block but the last.
+    class-mean spatial attention maps of every block but the last; ``kernel`` ``gaussian`` matches the last
+    layer's class distributions by M3D's maximum mean discrepancy instead of their means, the kernel's width
+    ``bandwidth`` times the median distance between the class's real embeddings.
     """
 
     name: str = setting("wang", "--method")
@@ -252,6 +254,8 @@ class MethodConfig:
     layer_weight: float = setting(0.0, "--dm-layer-weight", low=0, high=1e6)
     disc_weight: float = setting(0.0, "--dm-disc-weight", low=0, high=1e6)
     attention_weight: float = setting(0.0, "--dm-attention-weight", low=0, high=1e6)
+    kernel: str = setting("linear", "--dm-kernel", choices=("linear", "gaussian"))
+    bandwidth: float = setting(1.0, "--dm-bandwidth", low=0, high=1e12, low_open=True)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -112,6 +112,12 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
     p.add_argument("--dm-attention-weight", type=float, default=d.method.attention_weight,
                    help="dm: weight of DataDAM's attention matching (the class means of every block's spatial "
                         "attention map but the last's, each image's map of unit norm; DataDAM uses 100; 0: none)")
+    p.add_argument("--dm-kernel", choices=("linear", "gaussian"), default=d.method.kernel,
+                   help="dm: match the class means of the embeddings (DM) or their distributions by the maximum "
+                        "mean discrepancy under a Gaussian kernel (M3D)")
+    p.add_argument("--dm-bandwidth", type=float, default=d.method.bandwidth,
+                   help="dm --dm-kernel gaussian: the kernel's width 2σ² as a multiple of the median squared "
+                        "distance between a class's real embeddings")
     p.add_argument("--model", default=d.model.name, help="convnet | lenet | mlp (default: the method's network)")
     p.add_argument("--width", type=int, default=d.model.width)
     p.add_argument("--depth", type=int, default=d.model.depth)
@@ -201,7 +207,8 @@ def _config_from_args(a: argparse.Namespace) -> DistillConfig:
                             distance=a.dc_distance, pool=a.dm_pool,
                             pool_steps=a.dm_pool_steps, pool_lifetime=a.dm_pool_lifetime,
                             ce_weight=a.dm_ce_weight, layer_weight=a.dm_layer_weight,
-                            disc_weight=a.dm_disc_weight, attention_weight=a.dm_attention_weight),
+                            disc_weight=a.dm_disc_weight, attention_weight=a.dm_attention_weight,
+                            kernel=a.dm_kernel, bandwidth=a.dm_bandwidth),
         model=ModelConfig(name=a.model, width=a.width, depth=a.depth, norm=a.norm),
         synthetic=SyntheticConfig(ipc=a.ipc, init=a.syn_init, learn_labels=a.learn_labels, param=a.param,
                                   factor=a.factor, decoders=a.decoders, latent_dim=a.latent_dim,

@@ -185,6 +185,8 @@ def _method_configs(experts: Path) -> dict[str, DistillConfig]:
         "dm-terms": DistillConfig(method=MethodConfig(name="dm", layer_weight=0.3, disc_weight=0.5,
                                                       attention_weight=20.0),
                                   model=SMALL, synthetic=SyntheticConfig(ipc=2), outer=outer, policy=learn),
+        "dm-kernel": DistillConfig(method=MethodConfig(name="dm", kernel="gaussian", bandwidth=0.5), model=SMALL,
+                                   synthetic=SyntheticConfig(ipc=2), outer=outer, policy=learn),
         "dm-fresh": DistillConfig(method=MethodConfig(name="dm"), model=SMALL, synthetic=SyntheticConfig(ipc=2),
                                   outer=outer, policy=dataclasses.replace(learn, siamese=False)),
         "mtt": DistillConfig(method=MethodConfig(name="mtt", expert_dir=str(experts), syn_steps=2, max_start_epoch=2,
@@ -209,7 +211,8 @@ def experts(digits, tmp_path_factory):
 
 
 @pytest.mark.parametrize("method,world_size", [("wang", 2), ("wang-vmap", 2), ("dc", 2), ("dm", 2), ("dm", 3),
-                                               ("dm-fresh", 3), ("dm-pool", 3), ("dm-terms", 3), ("mtt", 2)])
+                                               ("dm-fresh", 3), ("dm-pool", 3), ("dm-terms", 3), ("dm-kernel", 3),
+                                               ("mtt", 2)])
 def test_every_method_on_several_ranks_learns_what_one_process_learns(method, world_size, digits, experts):
     """Wang's draws and DM's classes (10 over 3 ranks: 4 / 3 / 3) are split over the ranks; dc, mtt and DM with the
     discrimination term run whole on each rank, scaled by 1 / ranks."""

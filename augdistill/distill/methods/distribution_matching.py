@@ -31,6 +31,12 @@ spatial attention matching (Sajedi et al. 2023, arXiv 2310.00093): ``w · Σ_l �
 mean_{s ∈ S_c} a_l(s)‖²`` over every block ``l`` but the last, where ``a_l`` is the block's attention map
 (:func:`attention_map`).
 
+``--dm-kernel gaussian`` replaces the last layer's mean matching by M3D's (Zhang et al. 2024, arXiv 2312.15927)
+maximum mean discrepancy under a Gaussian kernel, which matches every moment of the class's embedding
+distribution rather than its mean only (:func:`gaussian_mmd`); ``--dm-bandwidth`` scales the kernel's width
+relative to the median distance between the class's real embeddings. It is scaled so that a very wide kernel
+gives DM's loss back.
+
 How the policy learns (``--policy learn``): the matching loss sees the policy frozen
 (:meth:`StepAugment.frozen`); the loop learns the policy from the augmentation objective alone
 (:meth:`PolicyObjective.standalone`: a short augmented unroll on the detached synthetic set, then the
@@ -55,7 +61,7 @@ from augdistill.models import sample_params
 from augdistill.typing import Params
 
 __all__ = ["DistributionMatching", "class_means", "mean_embedding_distance", "embed", "block_outputs", "classify",
-           "layer_matching_distance", "attention_map", "discrimination_loss"]
+           "layer_matching_distance", "attention_map", "discrimination_loss", "gaussian_mmd"]
 
 
 def class_means(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -100,6 +106,58 @@ def layer_matching_distance(real_means: Sequence[Tensor], syn_means: Sequence[Te
     for real, syn in zip(real_means[:-1], syn_means[:-1], strict=True):
         loss = loss + weight * (last / real.shape[1]) * mean_embedding_distance(real, syn)
     return loss
+
+
+def _by_class(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """The rows of ``features`` ``(N, D)`` grouped by class, ``(K, N / K, D)``; every class in ``labels`` ``(N,)``
+    equally often, in any order (a stable sort of the labels: no host sync)."""
+    return features[torch.argsort(labels, stable=True)].view(num_classes, -1, features.shape[1])
+
+
+def _squared_distances(a: Tensor, b: Tensor) -> Tensor:
+    """``‖a_i − b_j‖²`` of every pair within each group, ``(K, N, M)`` from ``(K, N, D)`` and ``(K, M, D)``;
+    smooth everywhere, unlike the square of ``torch.cdist`` at 0 (a row and itself)."""
+    d2 = a.pow(2).sum(-1)[:, :, None] + b.pow(2).sum(-1)[:, None, :] - 2 * a @ b.transpose(1, 2)
+    return d2.clamp_min(0)
+
+
+def gaussian_mmd(real: Tensor, real_labels: Tensor, syn: Tensor, syn_labels: Tensor, num_classes: int,
+                 bandwidth: float) -> Tensor:
+    """M3D's loss: ``Σ_c σ_c² · MMD²_k(R_c, S_c)`` under ``k(a, b) = exp(−‖a − b‖² / (2σ_c²))``.
+
+    ``MMD²`` is the biased (V-statistic) estimate ``mean k(r, r') + mean k(s, s') − 2 mean k(r, s)`` over all
+    pairs, so it is defined at one synthetic image per class. Each class's width is ``2σ_c² = bandwidth ·
+    median_{i≠j} ‖r_i − r_j‖²`` over its real embeddings (the median heuristic, held constant: no gradient). The
+    factor ``σ_c²`` makes the loss tend to DM's ``Σ_c ‖mean R_c − mean S_c‖²`` as ``bandwidth → ∞``
+    (``1 − k ≈ ‖a − b‖² / (2σ²)``); at finite width the far real images count less, so the synthetic images
+    move towards where their class's real embeddings are dense, not only to their mean.
+
+    Args:
+        real, syn: embeddings ``(N, D)`` and ``(M, D)``; the gradient flows into both.
+        real_labels, syn_labels: their class ids ``(N,)`` and ``(M,)`` in ``[0, num_classes)``, every class
+            equally often on each side and at least 2 real rows a class.
+        num_classes: ``K``.
+        bandwidth: the width's multiple of the median heuristic, > 0.
+
+    Returns:
+        A 0-d tensor.
+
+    Example:
+        >>> r, s = torch.tensor([[0.0], [2.0]]), torch.tensor([[1.0]])
+        >>> labels = torch.tensor([0, 0])
+        >>> round(float(gaussian_mmd(r, labels, s, torch.tensor([0]), 1, 1000.0)), 3)  # wide: DM's ‖1 − 1‖²
+        0.0
+        >>> round(float(gaussian_mmd(r, labels, s + 1, torch.tensor([0]), 1, 1000.0)), 3)  # ≈ ‖1 − 2‖²
+        0.999
+    """
+    r, s = _by_class(real, real_labels, num_classes), _by_class(syn, syn_labels, num_classes)
+    rr = _squared_distances(r, r)
+    off_diagonal = ~torch.eye(r.shape[1], dtype=torch.bool, device=r.device)
+    median = rr.detach()[:, off_diagonal].median(dim=1).values  # (K,)
+    two_sigma2 = (bandwidth * median).clamp_min(torch.finfo(median.dtype).tiny)[:, None, None]
+    mmd2 = sum(sign * torch.exp(-d2 / two_sigma2).mean(dim=(1, 2))
+               for sign, d2 in ((1, rr), (1, _squared_distances(s, s)), (-2, _squared_distances(r, s))))
+    return (two_sigma2.flatten() / 2 * mmd2).sum()
 
 
 def discrimination_loss(real_features: Tensor, real_labels: Tensor, syn_means: Tensor) -> Tensor:
@@ -186,8 +244,8 @@ class DistributionMatching(Method):
     Needs a network with a ``features`` module before its ``classifier`` (``convnet``, ``lenet``). Options
     (:class:`~augdistill.config.MethodConfig`): ``pool``, ``pool_steps``, ``pool_lifetime`` and ``net_lr`` for
     semi-trained networks, ``ce_weight`` for the class-aware regulariser, ``layer_weight`` for the layer-wise
-    alignment, ``disc_weight`` for the discrimination loss and ``attention_weight`` for DataDAM's attention
-    matching (module docstring).
+    alignment, ``disc_weight`` for the discrimination loss, ``attention_weight`` for DataDAM's attention
+    matching, and ``kernel`` / ``bandwidth`` for M3D's kernel distance (module docstring).
     """
 
     name = "dm"
@@ -209,6 +267,12 @@ class DistributionMatching(Method):
         #: classes cannot be split over ranks: every rank then computes the whole loss (Method.shards).
         self.shards = not cfg.disc_weight
         self.pool_schedule = InnerSchedule.full_batch(real_images, 1, cfg.pool_steps)
+        if cfg.kernel == "gaussian" and cfg.layer_weight:
+            raise ConfigError("--dm-kernel gaussian matches the last layer only; it cannot be combined with "
+                              f"--dm-layer-weight {cfg.layer_weight} (use 0)")
+        if cfg.kernel == "gaussian" and env.config.outer.real_per_class < 2:
+            raise ConfigError("--dm-kernel gaussian takes its width from the distances between a class's real "
+                              f"images: --real-per-class must be >= 2, got {env.config.outer.real_per_class}")
 
     def _network(self, batch: OuterBatch) -> Params:
         """The step's embedding network: a fresh random one, or a pool member after its SGD steps on the real
@@ -240,7 +304,11 @@ class DistributionMatching(Method):
         x, owned = self._owned(batch, classes, synthetic.decode(), synthetic.labels, "synthetic")
         features, attention = self._embed(params, x)
         syn_means = [class_means(f, owned, len(classes)) for f in features]
-        loss = layer_matching_distance(real_means, syn_means, env.config.method.layer_weight)
+        if env.config.method.kernel == "gaussian":  # M3D; real_features holds the last layer only here
+            loss = gaussian_mmd(real_features[-1], real_owned, features[-1], owned, len(classes),
+                                env.config.method.bandwidth)
+        else:
+            loss = layer_matching_distance(real_means, syn_means, env.config.method.layer_weight)
         for real, syn in zip(real_attention_means, attention, strict=True):  # DataDAM's attention matching
             loss = loss + env.config.method.attention_weight * mean_embedding_distance(
                 real, class_means(syn, owned, len(classes)))

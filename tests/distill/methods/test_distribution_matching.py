@@ -5,6 +5,9 @@ semi-trained networks and the class-aware regulariser (IDM) against a hand-writt
 from __future__ import annotations
 
 
+import json
+import statistics
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -173,6 +176,64 @@ def test_attention_matching_matches_explicit_attention_maps(digits, float64):
     assert 50.0 * attention.item() > 0.01 * (expected - 50.0 * attention).item()  # the term is not negligible
 
 
+def _reference_mmd(d: Distiller, theta: dict, x_syn: torch.Tensor, x_real: torch.Tensor, y_real: torch.Tensor,
+                   bandwidth: float) -> torch.Tensor:
+    """M3D's loss pair by pair: Σ_c σ_c² (mean k_rr' + mean k_ss' − 2 mean k_rs), 2σ_c² = bandwidth × the median
+    of the class's real-real squared distances (a constant)."""
+    net = network_at(d.model, theta)
+    y_syn = d.synthetic.labels
+    f_real, f_syn = net.features(x_real).flatten(1), net.features(x_syn).flatten(1)
+    total = x_syn.new_zeros(())
+    for c in range(d.data.info.num_classes):
+        real, syn = list(f_real[y_real == c]), list(f_syn[y_syn == c])
+        median = statistics.median(float(((a - b) ** 2).sum().detach()) for i, a in enumerate(real)
+                                   for j, b in enumerate(real) if i != j)
+        two_sigma2 = bandwidth * median
+
+        def mean_k(xs, ys):
+            return sum(torch.exp(-((a - b) ** 2).sum() / two_sigma2) for a in xs for b in ys) / (len(xs) * len(ys))
+
+        total = total + two_sigma2 / 2 * (mean_k(real, real) + mean_k(syn, syn) - 2 * mean_k(real, syn))
+    return total
+
+
+def test_gaussian_kernel_loss_and_image_gradient_match_the_pairwise_mmd(digits, float64):
+    d = _distiller(digits, ipc=2, real=3, method=MethodConfig(name="dm", kernel="gaussian", bandwidth=0.5))
+    loss, x_real, y_real, theta = _first_step(d)
+
+    x_syn = d.synthetic.images.detach().clone().requires_grad_()
+    expected = _reference_mmd(d, theta, x_syn, x_real, y_real, 0.5)
+    (expected_grad,) = torch.autograd.grad(expected, x_syn)
+    torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(d.synthetic.images.grad, expected_grad, rtol=1e-8, atol=1e-12)
+    assert expected_grad.abs().max() > 0
+
+    v, h = torch.randn(x_syn.shape, generator=torch.Generator().manual_seed(1)), 1e-6
+    with torch.no_grad():
+        plus = _reference_mmd(d, theta, x_syn + h * v, x_real, y_real, 0.5)
+        minus = _reference_mmd(d, theta, x_syn - h * v, x_real, y_real, 0.5)
+    torch.testing.assert_close((plus - minus) / (2 * h), (expected_grad * v).sum(), rtol=1e-5, atol=1e-9)
+
+
+def test_a_wide_gaussian_kernel_gives_the_mean_matching_loss_back(digits, float64):
+    d = _distiller(digits, ipc=2, real=3, method=MethodConfig(name="dm", kernel="gaussian", bandwidth=1e6))
+    loss, x_real, y_real, theta = _first_step(d)
+    x_syn = d.synthetic.images.detach()
+    dm = _reference_loss(d, theta, x_syn, x_real, y_real)
+    torch.testing.assert_close(loss, dm, rtol=1e-4, atol=0)
+    narrow = _distiller(digits, ipc=2, real=3, method=MethodConfig(name="dm", kernel="gaussian", bandwidth=0.5))
+    assert abs(_first_step(narrow)[0].item() - dm.item()) > 0.01 * dm.item()  # a finite width is not DM
+
+
+@pytest.mark.parametrize("options, message", [({"layer_weight": 0.3}, "--dm-layer-weight 0.3"),
+                                              ({"bandwidth": 0.0}, "--dm-bandwidth")])
+def test_gaussian_kernel_refuses_what_it_cannot_do(digits, options, message):
+    with pytest.raises(ConfigError, match=message):
+        _distiller(digits, method=MethodConfig(name="dm", kernel="gaussian", **options))
+    with pytest.raises(ConfigError, match="--real-per-class must be >= 2, got 1"):
+        _distiller(digits, real=1, method=MethodConfig(name="dm", kernel="gaussian"))
+
+
 def test_class_means_of_unordered_rows():
     features = torch.tensor([[1.0, 0.0], [5.0, 2.0], [3.0, 4.0], [7.0, 6.0]])
     means = class_means(features, torch.tensor([1, 0, 1, 2]), 3)
@@ -296,3 +357,12 @@ def test_the_command_line_resumes_a_run_with_a_pool(tmp_path):
     assert main([*args, "--iterations", "4", "--out", str(tmp_path / "b")]) == 0
     resumed, straight = (load_tensors(tmp_path / r / "synthetic.pt") for r in "ab")
     assert torch.equal(resumed["images"], straight["images"])
+
+
+def test_the_command_line_runs_the_gaussian_kernel(tmp_path):
+    from augdistill.cli import main
+    assert main(["distill", "--method", "dm", "--model", "convnet", "--width", "8", "--depth", "2", "--ipc", "1",
+                 "--real-per-class", "4", "--dm-kernel", "gaussian", "--dm-bandwidth", "2", "--iterations", "2",
+                 "--eval-every", "0", "--final-nets", "0", "--out", str(tmp_path)]) == 0
+    method = json.loads((tmp_path / "config.json").read_text())["method"]
+    assert (method["kernel"], method["bandwidth"]) == ("gaussian", 2.0)
