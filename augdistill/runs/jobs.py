@@ -209,7 +209,7 @@ def _fit(distiller: Distiller, out: Path, options: DistillOptions, log: Callable
         saved["iteration"] = distiller.iteration
 
     progress = Progress(distiller.config.outer.iterations, start=distiller.iteration,
-                        stream=None if dist.is_main else io.StringIO())
+                        stream=None if dist.is_main else io.StringIO(), time_budget=options.time_budget or None)
     last_val: dict[str, float] = {}
     with _StopRequest() as stop:
         def on_step(stats: StepStats, val_acc: float | None) -> None:
