@@ -229,7 +229,7 @@ class MethodConfig:
     (real images classified by the synthetic class means), and ``attention_weight`` DataDAM's matching of the
     class-mean spatial attention maps of every block but the last; ``kernel`` ``gaussian`` matches the last
     layer's class distributions by M3D's maximum mean discrepancy instead of their means, the kernel's width
-    ``bandwidth`` times the median distance between the class's real embeddings.
+    2σ² ``bandwidth`` times the median squared distance between the class's real embeddings.
     """
 
     name: str = setting("wang", "--method")

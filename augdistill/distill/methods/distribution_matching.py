@@ -34,7 +34,7 @@ mean_{s ∈ S_c} a_l(s)‖²`` over every block ``l`` but the last, where ``a_l`
 ``--dm-kernel gaussian`` replaces the last layer's mean matching by M3D's (Zhang et al. 2024, arXiv 2312.15927)
 maximum mean discrepancy under a Gaussian kernel, which matches every moment of the class's embedding
 distribution rather than its mean only (:func:`gaussian_mmd`); ``--dm-bandwidth`` scales the kernel's width
-relative to the median distance between the class's real embeddings. It is scaled so that a very wide kernel
+relative to the median squared distance between the class's real embeddings. It is scaled so that a very wide kernel
 gives DM's loss back.
 
 How the policy learns (``--policy learn``): the matching loss sees the policy frozen
