@@ -220,14 +220,14 @@ class ExpertBank:
         return len(self.trajectories)
 
     @staticmethod
-    def load(directory: str | Path, *, info: DatasetInfo, model: nn.Module, min_epochs: int) -> "ExpertBank":
+    def load(directory: str | Path, *, info: DatasetInfo, model: nn.Module, min_epochs: int | None) -> "ExpertBank":
         """Read every finished expert of ``directory`` (``expert_NNNN.pt``; half-trained ones are skipped).
 
         Args:
             info: the run's dataset; its name and input normalisation must be the experts'.
             model: the network the run distils with; it must be the experts' network.
             min_epochs: the latest epoch a run reads (``max_start_epoch + expert_epochs``); only epochs
-                ``0..min_epochs`` are kept in memory.
+                ``0..min_epochs`` are kept in memory. ``None``: every epoch the experts have.
 
         Raises:
             CheckpointError: no manifest or no finished expert, a mismatch, or a bad file (each named).
@@ -249,6 +249,8 @@ class ExpertBank:
         if _architecture(build_for(info, setup.model)) != _architecture(model):
             raise CheckpointError(f"{manifest}: the experts are {_describe(setup.model)} but this run distils with "
                                   "another network; pass the experts' one (--model, --width, --depth, --norm)")
+        if min_epochs is None:
+            min_epochs = setup.epochs
         if setup.epochs < min_epochs:
             raise CheckpointError(f"{manifest}: the experts have {setup.epochs} epochs but the run reads epoch "
                                   f"{min_epochs} (max start epoch - 1 + expert epochs); lower those or train "

@@ -22,6 +22,10 @@ With ``--dm-pool N`` the network is not fresh every step but one of ``N`` semi-t
 first takes ``--dm-pool-steps`` SGD steps on the step's real batch through the shared inner trainer (fresh draws of
 the frozen policy, as a network trains), on every rank alike. ``--dm-ce-weight w`` adds IDM's class-aware
 regulariser ``w · CE(θ; A_c(S))``, the mean cross-entropy of that network on the augmented synthetic set.
+With ``--expert-dir DIR`` the network is one of the expert trajectories ``augdistill experts`` cached, at a
+uniformly drawn stage of its training (:class:`~augdistill.distill.methods.expert_networks.ExpertNetworks`,
+DANCE's pseudo long-term alignment, arXiv 2406.01063); with ``--dm-ce-weight`` that network's cross-entropy on the
+synthetic set then plays the part of DANCE's distribution calibration.
 ``--dm-layer-weight w`` also matches the class means of every earlier block's output (CAFE's layer-wise feature
 alignment, arXiv 2203.01531), each weighted by ``w`` per feature relative to the last layer
 (:func:`layer_matching_distance`), and ``--dm-disc-weight w`` adds ``w`` times CAFE's discrimination loss (the real
@@ -54,6 +58,7 @@ from torch.func import functional_call
 
 from augdistill.config import ModelConfig
 from augdistill.distill.methods.base import LossPart, Method, MethodEnv, OuterBatch
+from augdistill.distill.methods.expert_networks import ExpertNetworks
 from augdistill.distill.methods.network_pool import NetworkPool
 from augdistill.errors import ConfigError
 from augdistill.inner import InnerSchedule, unroll
@@ -243,7 +248,7 @@ class DistributionMatching(Method):
 
     Needs a network with a ``features`` module before its ``classifier`` (``convnet``, ``lenet``). Options
     (:class:`~augdistill.config.MethodConfig`): ``pool``, ``pool_steps``, ``pool_lifetime`` and ``net_lr`` for
-    semi-trained networks, ``ce_weight`` for the class-aware regulariser, ``layer_weight`` for the layer-wise
+    semi-trained networks, ``expert_dir`` for cached experts at random stages of training, ``ce_weight`` for the class-aware regulariser, ``layer_weight`` for the layer-wise
     alignment, ``disc_weight`` for the discrimination loss, ``attention_weight`` for DataDAM's attention
     matching, and ``kernel`` / ``bandwidth`` for M3D's kernel distance (module docstring).
     """
@@ -262,6 +267,16 @@ class DistributionMatching(Method):
                               f"--model {env.config.model.name} has none")
         cfg = env.config.method
         self.pool = NetworkPool(env.model, cfg.pool, cfg.pool_lifetime) if cfg.pool else None
+        self.experts: ExpertNetworks | None = None
+        if cfg.expert_dir is not None:
+            if cfg.pool:
+                raise ConfigError(f"--expert-dir embeds with the experts' networks; it cannot be combined with "
+                                  f"--dm-pool {cfg.pool} (use one source of networks)")
+            # Imported here: the expert files are written with augdistill.runs.atomic, and augdistill.runs imports
+            # the loop, which imports this module.
+            from augdistill.distill.experts import ExpertBank
+            bank = ExpertBank.load(cfg.expert_dir, info=env.info, model=env.model, min_epochs=None)
+            self.experts = ExpertNetworks(bank.trajectories, env.device)
         real_images = env.info.num_classes * env.config.outer.real_per_class
         #: the discrimination term classifies every real image against every class's synthetic mean, so its
         #: classes cannot be split over ranks: every rank then computes the whole loss (Method.shards).
@@ -275,9 +290,12 @@ class DistributionMatching(Method):
                               f"images: --real-per-class must be >= 2, got {env.config.outer.real_per_class}")
 
     def _network(self, batch: OuterBatch) -> Params:
-        """The step's embedding network: a fresh random one, or a pool member after its SGD steps on the real
-        batch (computed on every rank from the shared streams, so every rank embeds with the same network)."""
+        """The step's embedding network: a fresh random one, an expert at a random stage of its training, or a
+        pool member after its SGD steps on the real batch (computed on every rank from the shared streams, so
+        every rank embeds with the same network)."""
         env, cfg = self.env, self.env.config
+        if self.experts is not None:
+            return self.experts.draw(env.generators["method"])
         if self.pool is None:
             return sample_params(env.model, env.generators["init"])
         index, params, fresh = self.pool.draw(env.model, env.generators["method"], env.generators["init"])
