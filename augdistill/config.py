@@ -220,17 +220,17 @@ class MethodConfig:
     values for the ``ipc``); with ``train_on`` ``real`` it takes ``inner_loop`` SGD steps on the step's real batch
     instead, and ``distance`` is DC's per-node ``cosine`` or IDC's ``l1`` over the convolution kernels.
 
-    Distribution matching (``dm``) embeds with a fresh random network every step; with ``pool`` > 0 it draws
-    one of ``pool`` networks instead, each trained ``pool_steps`` SGD steps at ``net_lr`` on the step's real
-    batch whenever it is drawn and replaced by a fresh one once it has taken ``pool_lifetime`` steps (IDM's
-    semi-trained models); with ``expert_dir`` it embeds with a cached expert at a uniformly drawn point of its
-    trajectory, interpolated between epochs (DANCE's middle encoders); it adds ``ce_weight`` times the
-    cross-entropy of that network on the synthetic set (IDM's class-aware regulariser); ``layer_weight`` > 0 also matches every earlier block's class means,
-    weighted per feature (CAFE's layer-wise alignment), ``disc_weight`` weighs CAFE's discrimination loss
+    Distribution matching (``dm``) embeds with a fresh random network every step; with ``pool`` > 0 it draws one of
+    ``pool`` networks instead, each trained ``pool_steps`` SGD steps at ``net_lr`` on the step's real batch whenever
+    it is drawn and replaced by a fresh one once it has taken ``pool_lifetime`` steps (IDM's semi-trained models);
+    with ``expert_dir`` it embeds with a cached expert at a uniformly drawn point of its trajectory, interpolated
+    between epochs (DANCE's middle encoders); it adds ``ce_weight`` times the cross-entropy of that network on the
+    synthetic set (IDM's class-aware regulariser); ``layer_weight`` > 0 also matches every earlier block's class
+    means, weighted per feature (CAFE's layer-wise alignment), ``disc_weight`` weighs CAFE's discrimination loss
     (real images classified by the synthetic class means), and ``attention_weight`` DataDAM's matching of the
-    class-mean spatial attention maps of every block but the last; ``kernel`` ``gaussian`` matches the last
-    layer's class distributions by M3D's maximum mean discrepancy instead of their means, the kernel's width
-    2σ² ``bandwidth`` times the median squared distance between the class's real embeddings.
+    class-mean spatial attention maps of every block but the last; ``kernel`` ``gaussian`` matches the last layer's
+    class distributions by M3D's maximum mean discrepancy instead of their means, the kernel's width 2σ²
+    ``bandwidth`` times the median squared distance between the class's real embeddings.
     """
 
     name: str = setting("wang", "--method")

@@ -69,8 +69,9 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
     p.add_argument("--learn-labels", action="store_true", default=d.synthetic.learn_labels, help="learn soft labels")
     p.add_argument("--lr-init", type=float, default=d.method.lr_init, help="wang: initial inner learning rate")
     p.add_argument("--lr-cap", type=float, default=d.method.lr_cap, help="wang: upper bound of learned inner lrs")
-    p.add_argument("--expert-dir", default=d.method.expert_dir, help="mtt: expert trajectories to match; dm: embed with these experts at "
-                   "random stages of their training instead of random networks (made by `augdistill experts`)")
+    p.add_argument("--expert-dir", default=d.method.expert_dir,
+                   help="mtt: expert trajectories to match; dm: embed with these experts at random stages of their "
+                        "training instead of random networks (made by `augdistill experts`)")
     p.add_argument("--expert-epochs", type=int, default=d.method.expert_epochs, help="mtt: M, expert epochs matched")
     p.add_argument("--syn-steps", type=int, default=d.method.syn_steps, help="mtt: N, steps on synthetic data")
     p.add_argument("--max-start-epoch", type=int, default=d.method.max_start_epoch,

@@ -248,9 +248,10 @@ class DistributionMatching(Method):
 
     Needs a network with a ``features`` module before its ``classifier`` (``convnet``, ``lenet``). Options
     (:class:`~augdistill.config.MethodConfig`): ``pool``, ``pool_steps``, ``pool_lifetime`` and ``net_lr`` for
-    semi-trained networks, ``expert_dir`` for cached experts at random stages of training, ``ce_weight`` for the class-aware regulariser, ``layer_weight`` for the layer-wise
-    alignment, ``disc_weight`` for the discrimination loss, ``attention_weight`` for DataDAM's attention
-    matching, and ``kernel`` / ``bandwidth`` for M3D's kernel distance (module docstring).
+    semi-trained networks, ``expert_dir`` for cached experts at random stages of training, ``ce_weight`` for the
+    class-aware regulariser, ``layer_weight`` for the layer-wise alignment, ``disc_weight`` for the discrimination
+    loss, ``attention_weight`` for DataDAM's attention matching, and ``kernel`` / ``bandwidth`` for M3D's kernel
+    distance (module docstring).
     """
 
     name = "dm"
