@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from augdistill.augment.learn import POLICY_PARAMETER_KINDS
 from augdistill.errors import ConfigError
 
 __all__ = ["DataConfig", "ModelConfig", "SyntheticConfig", "MethodConfig", "InnerConfig", "OuterConfig",
@@ -334,7 +335,8 @@ class PolicyConfig:
     ``inner_lr`` from a fresh θ₀; ``real`` / ``synthetic``, a network trained alongside the run on augmented
     real batches (Augerino) / on the augmented synthetic set (like an evaluation network), ``critic_steps``
     SGD steps at ``critic_lr`` per outer step, restarted every ``critic_reset`` steps (0: never), on
-    ``critic_per_class`` real images per class of the outer batch (0: all of them).
+    ``critic_per_class`` real images per class of the outer batch (0: all of them). ``learn`` names what a
+    learned policy updates (:data:`~augdistill.augment.learn.POLICY_PARAMETER_KINDS`); the rest stays as loaded.
     """
 
     mode: str = setting("none", "--policy", choices=("none", "fixed", "learn"))
@@ -353,10 +355,14 @@ class PolicyConfig:
     critic_steps: int = setting(1, "--critic-steps", low=1, high=1000, why="work every outer step")
     critic_reset: int = setting(0, "--critic-reset", low=0, high=10_000_000)
     critic_per_class: int = setting(0, "--critic-per-class", low=0, high=100_000, why="memory")
+    learn: tuple[str, ...] = setting(POLICY_PARAMETER_KINDS, "--policy-learn")
 
     def __post_init__(self) -> None:
         check_fields(self)
         _require(all(self.ops), f"--ops must name ops separated by commas, got {','.join(self.ops)!r}")
+        _require(bool(self.learn) and set(self.learn) <= set(POLICY_PARAMETER_KINDS),
+                 f"--policy-learn must name some of {', '.join(POLICY_PARAMETER_KINDS)} separated by commas, got "
+                 f"{','.join(self.learn)!r:.80}")
         _require(self.mode != "none" or self.init_file is None,
                  f"--policy none contradicts --policy-init {self.init_file} (a policy file is used by --policy "
                  "fixed or learn)")

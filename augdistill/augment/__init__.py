@@ -12,9 +12,9 @@ This package depends on nothing above it (no distillation code).
 
 from augdistill.augment.export import python_snippet, to_kornia, to_torchvision
 from augdistill.augment.gates import bernoulli_gate, gumbel_choice, straight_through
-from augdistill.augment.learn import (AugerinoConfig, AugerinoResult, InstanceRanges, InstaAugConfig,
-                                      policy_param_groups, policy_spread, train_augerino, train_instaaug,
-                                      tta_predict)
+from augdistill.augment.learn import (POLICY_PARAMETER_KINDS, AugerinoConfig, AugerinoResult, InstanceRanges,
+                                      InstaAugConfig, learn_only, policy_param_groups, policy_spread, train_augerino,
+                                      train_instaaug, tta_predict)
 from augdistill.augment.ops import OP_NAMES, OPS, AugmentOp, OpSpec
 from augdistill.augment.policy import COMPOSITIONS, AugmentParams, Policy, build_policy
 from augdistill.augment.presets import dsa_policy, identity_policy
@@ -24,6 +24,6 @@ __all__ = [
     "Policy", "AugmentOp", "AugmentParams", "OpSpec", "OPS", "OP_NAMES", "COMPOSITIONS", "SCHEMA_VERSION",
     "build_policy", "load_policy", "policy_from_dict", "dsa_policy", "identity_policy",
     "to_torchvision", "to_kornia", "python_snippet", "bernoulli_gate", "gumbel_choice", "straight_through",
-    "AugerinoConfig", "AugerinoResult", "InstaAugConfig", "InstanceRanges", "policy_param_groups", "policy_spread",
-    "train_augerino", "train_instaaug", "tta_predict",
+    "AugerinoConfig", "AugerinoResult", "InstaAugConfig", "InstanceRanges", "POLICY_PARAMETER_KINDS", "learn_only",
+    "policy_param_groups", "policy_spread", "train_augerino", "train_instaaug", "tta_predict",
 ]

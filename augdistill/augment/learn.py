@@ -28,7 +28,7 @@ from augdistill.augment.policy import Policy
 from augdistill.data import Split
 from augdistill.errors import ConfigError
 
-__all__ = ["policy_param_groups", "policy_spread", "AugerinoConfig", "AugerinoResult", "train_augerino",
+__all__ = ["POLICY_PARAMETER_KINDS", "learn_only", "policy_param_groups", "policy_spread", "AugerinoConfig", "AugerinoResult", "train_augerino",
            "tta_predict", "InstanceRanges", "InstaAugConfig", "train_instaaug"]
 
 
@@ -82,6 +82,43 @@ def policy_param_groups(policy: Policy, lr: float) -> list[dict[str, Any]]:
     if policy.weights is not None and policy.weights.requires_grad:
         groups.append({"params": [policy.weights], "lr": lr})
     return groups
+
+
+#: What ``--policy-learn`` chooses among: every op's probability, every op's magnitude bounds, the choice weights.
+POLICY_PARAMETER_KINDS = ("probabilities", "magnitudes", "weights")
+
+
+def learn_only(policy: Policy, kinds: tuple[str, ...]) -> None:
+    """Freeze (``requires_grad=False``) every tensor of ``policy`` whose kind is not in ``kinds``.
+
+    Kinds are :data:`POLICY_PARAMETER_KINDS`: e.g. ``("magnitudes",)`` fine-tunes DSA's ranges while its
+    choice among sub-policies and its gates stay as loaded. Raises :class:`ConfigError` for an unknown kind or
+    when nothing learnable is left (a ``weights``-only request on a policy that has no choice weights).
+
+    Example:
+        >>> from augdistill.augment import build_policy
+        >>> policy = build_policy(["rotate", "hflip"], composition="choose-one")
+        >>> learn_only(policy, ("magnitudes",))
+        >>> [name for name, p in policy.named_parameters() if p.requires_grad]
+        ['ops.0.high']
+    """
+    if not isinstance(policy, Policy):
+        raise ConfigError(f"policy must be an augdistill Policy, got {type(policy).__name__}")
+    if not kinds or not set(kinds) <= set(POLICY_PARAMETER_KINDS):
+        raise ConfigError(f"--policy-learn must name some of {', '.join(POLICY_PARAMETER_KINDS)}, got "
+                          f"{','.join(kinds)!r:.80}")
+    by_kind: dict[str, list[nn.Parameter]] = {
+        "probabilities": [op.probability for op in policy.ops],
+        "magnitudes": [p for op in policy.ops for p in (op.low, op.high) if p is not None],
+        "weights": [policy.weights] if policy.weights is not None else [],
+    }
+    for kind, params in by_kind.items():
+        if kind not in kinds:
+            for p in params:
+                p.requires_grad_(False)
+    if not any(p.requires_grad for p in policy.parameters()):
+        raise ConfigError(f"--policy-learn {','.join(kinds)}: this policy has nothing of that kind to learn "
+                          f"(composition {policy.composition!r}, ops {', '.join(op.name for op in policy.ops)})")
 
 
 def policy_spread(policy: Policy) -> Tensor:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from augdistill.augment import build_policy, load_policy, policy_param_groups
+from augdistill.augment import build_policy, learn_only, load_policy, policy_param_groups
 from augdistill.config import DistillConfig, PolicyConfig
 from augdistill.data import ClassBalancedSampler, Dataset, herd_per_class, take_per_class
 from augdistill.distill.averaging import SyntheticAverage
@@ -152,6 +152,8 @@ class Distiller:
             policy = policy_from_config(self.config.policy, self.data.info.image_shape[1:])
         policy = policy.to(self.device).train()
         policy.requires_grad_(mode == "learn")
+        if mode == "learn":
+            learn_only(policy, self.config.policy.learn)
         return policy
 
     def learned_parameters(self) -> list[Tensor]:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from augdistill.augment import build_policy
+from augdistill.augment import build_policy, dsa_policy
 from augdistill.config import DataConfig, DistillConfig, OuterConfig, PolicyConfig, SyntheticConfig
 from augdistill.data import load_dataset
+from augdistill.errors import ConfigError
 from augdistill.distill import Distiller
 from augdistill.distill.methods.wang import real_loss
 from augdistill.distill.policy_objective import PolicyObjective
@@ -52,6 +53,30 @@ def test_frozen_synthetic_set_stays_bit_identical_and_policy_still_learns(digits
         d.step()
     assert all(torch.equal(synthetic_before[k], v) for k, v in d.synthetic.state_dict().items())
     assert any(not torch.equal(policy_before[k], v) for k, v in d.policy.state_dict().items())
+
+
+@pytest.mark.parametrize("learn", [("magnitudes",), ("probabilities", "weights")])
+def test_policy_learn_updates_the_named_kinds_only(digits, learn):
+    """``--policy-learn``: DSA's policy fine-tuned in part; what is not named stays bit-identical to the loaded one."""
+    cfg = DistillConfig(outer=OuterConfig(num_inits=1, real_per_class=16),
+                        policy=PolicyConfig(mode="learn", siamese=True, learn=learn))
+    d = Distiller(cfg, digits, policy=dsa_policy(image_size=(8, 8)))
+    kinds = {"probabilities": lambda name: name.endswith("probability"), "weights": lambda name: name == "weights",
+             "magnitudes": lambda name: name.endswith(("low", "high"))}
+    before = {k: v.clone() for k, v in d.policy.state_dict().items()}
+    for _ in range(3):
+        d.step()
+    moved = {k for k, v in d.policy.state_dict().items() if not torch.equal(before[k], v)}
+    assert moved and all(any(kinds[kind](name) for kind in learn) for name in moved), moved
+    assert all(any(kinds[kind](name) for name in moved) for kind in learn), moved
+
+
+def test_policy_learn_refuses_what_the_policy_lacks(digits):
+    cfg = DistillConfig(policy=PolicyConfig(mode="learn", learn=("weights",)))
+    with pytest.raises(ConfigError, match="--policy-learn weights: this policy has nothing of that kind"):
+        Distiller(cfg, digits, policy=build_policy(OPS, image_size=(8, 8)))
+    with pytest.raises(ConfigError, match="--policy-learn must name some of"):
+        PolicyConfig(mode="learn", learn=("gates",))
 
 
 def test_policy_hypergradient_matches_finite_differences():
