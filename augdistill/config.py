@@ -337,6 +337,8 @@ class PolicyConfig:
     SGD steps at ``critic_lr`` per outer step, restarted every ``critic_reset`` steps (0: never), on
     ``critic_per_class`` real images per class of the outer batch (0: all of them). ``learn`` names what a
     learned policy updates (:data:`~augdistill.augment.learn.POLICY_PARAMETER_KINDS`); the rest stays as loaded.
+    ``every``: the learned policy (its objective, its critic and its update) takes part in every ``every``-th outer
+    step only, so that under a wall budget the synthetic set gets about as many steps as with a fixed policy.
     """
 
     mode: str = setting("none", "--policy", choices=("none", "fixed", "learn"))
@@ -356,6 +358,7 @@ class PolicyConfig:
     critic_reset: int = setting(0, "--critic-reset", low=0, high=10_000_000)
     critic_per_class: int = setting(0, "--critic-per-class", low=0, high=100_000, why="memory")
     learn: tuple[str, ...] = setting(POLICY_PARAMETER_KINDS, "--policy-learn")
+    every: int = setting(1, "--policy-every", low=1, high=1_000_000)
 
     def __post_init__(self) -> None:
         check_fields(self)

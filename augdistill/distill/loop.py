@@ -156,17 +156,24 @@ class Distiller:
             learn_only(policy, self.config.policy.learn)
         return policy
 
-    def learned_parameters(self) -> list[Tensor]:
-        """Every tensor the outer loop updates (synthetic set, method, policy when learned), in a fixed order."""
+    def learned_parameters(self, *, policy: bool = True) -> list[Tensor]:
+        """Every tensor the outer loop updates (synthetic set, method, and the policy when it is learned and
+        ``policy`` is true), in a fixed order."""
         learned = [p for group in self.optimizer.param_groups for p in group["params"]]
-        if self.policy_optimizer is not None:
+        if self.policy_optimizer is not None and policy:
             learned += list(self.policy.parameters())
         return learned
 
+    def policy_turn(self) -> bool:
+        """Whether the learned policy takes part in the next outer step (every ``--policy-every``-th step)."""
+        return self.policy_objective is not None and self.iteration % self.config.policy.every == 0
+
     # -- one outer step -------------------------------------------------------------------------
     def step(self) -> StepStats:
-        """One outer iteration: back-propagate the method's loss parts (plus the policy objective), then update."""
+        """One outer iteration: back-propagate the method's loss parts (plus the policy objective on the policy's
+        turns, :meth:`policy_turn`), then update."""
         cfg, dist = self.config, self.dist
+        policy_turn = self.policy_turn()
         x_real, y_real = self.sampler.sample(cfg.outer.real_per_class, self.generators["data"])
         shard = dist.shard if self.method.shards else Shard()
         batch = OuterBatch(x_real, y_real, self.stream.step(), self.iteration, shard,
@@ -176,11 +183,11 @@ class Distiller:
             self.policy_optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         policy_learned = False
-        learned = self.learned_parameters()
+        learned = self.learned_parameters(policy=policy_turn)
         inputs = [p for p in learned if p.requires_grad]
         for part in self.method.losses(batch):
             loss = part.loss
-            if self.policy_objective is not None and part.theta is not None:
+            if policy_turn and part.theta is not None:
                 for theta in part.thetas():
                     loss = loss + part.weight * self.policy_objective(self.model, theta, x_real, y_real,
                                                                       part.augment or batch.augment)
@@ -190,9 +197,9 @@ class Distiller:
             # only into what is learned (and θ leaves a method reads back): no gradient for θ₀ (~10% of a step)
             loss.backward(inputs=inputs + [v for v in (part.theta or {}).values() if v.is_leaf and v.requires_grad])
             total = total + loss.detach()
-        if self.policy_objective is not None and self.method.shards:  # a rank may have had no unit
+        if policy_turn and self.method.shards:  # a rank may have had no unit
             policy_learned = dist.any(policy_learned, self.device)
-        if self.policy_objective is not None and not policy_learned:
+        if policy_turn and not policy_learned:
             loss = self.policy_objective.standalone(self.model, self.synthetic, x_real, y_real, batch.augment,
                                                     self.generators["policy"])
             if dist.world_size > 1:
@@ -207,7 +214,7 @@ class Distiller:
                 f"outer step {self.iteration + 1}: loss={loss_value}, gradient norm={norm_value}; "
                 "try a new run with lower --lr-images, --lr-lrs or --lr-cap")
         self.optimizer.step()
-        if self.policy_optimizer is not None:
+        if policy_turn:
             self.policy_optimizer.step()
         if not all(bool(torch.isfinite(p).all()) for p in self.method.parameters()):
             raise TrainingDivergedError(f"outer step {self.iteration + 1}: a learned step size is not finite")

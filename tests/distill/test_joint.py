@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from augdistill.augment import build_policy, dsa_policy
-from augdistill.config import DataConfig, DistillConfig, OuterConfig, PolicyConfig, SyntheticConfig
+from augdistill.config import DataConfig, DistillConfig, MethodConfig, ModelConfig, OuterConfig, PolicyConfig, SyntheticConfig
 from augdistill.data import load_dataset
 from augdistill.errors import ConfigError
 from augdistill.distill import Distiller
@@ -69,6 +69,27 @@ def test_policy_learn_updates_the_named_kinds_only(digits, learn):
     moved = {k for k, v in d.policy.state_dict().items() if not torch.equal(before[k], v)}
     assert moved and all(any(kinds[kind](name) for kind in learn) for name in moved), moved
     assert all(any(kinds[kind](name) for name in moved) for kind in learn), moved
+
+
+@pytest.mark.parametrize("method", ["wang", "dm"])
+def test_policy_every_moves_the_policy_on_its_turns_only(digits, method):
+    """``--policy-every 3``: the policy (and the critic of a method without its own unroll) takes outer steps 1,
+    4, 7, …; the synthetic set learns on every step."""
+    model = ModelConfig() if method == "wang" else ModelConfig("convnet", width=8, depth=2, norm="instance")
+    cfg = DistillConfig(method=MethodConfig(name=method), model=model, synthetic=SyntheticConfig(ipc=1),
+                        outer=OuterConfig(num_inits=1, real_per_class=8),
+                        policy=PolicyConfig(mode="learn", ops=tuple(OPS), critic="real", critic_per_class=4, every=3))
+    d = Distiller(cfg, digits, policy=build_policy(OPS, image_size=(8, 8), probability=0.7))
+    moved = []
+    for _ in range(5):
+        policy_before = [p.detach().clone() for p in d.policy.parameters()]
+        images_before = d.synthetic.images.detach().clone()
+        d.step()
+        moved.append(any(not torch.equal(a, b) for a, b in zip(policy_before, d.policy.parameters())))
+        assert not torch.equal(images_before, d.synthetic.images)
+    assert moved == [True, False, False, True, False]
+    if method == "dm":
+        assert d.state_dict()["policy_objective"]["critic"]["calls"] == 2
 
 
 def test_policy_learn_refuses_what_the_policy_lacks(digits):
