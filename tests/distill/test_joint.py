@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from augdistill.augment import build_policy, dsa_policy
-from augdistill.config import DataConfig, DistillConfig, MethodConfig, ModelConfig, OuterConfig, PolicyConfig, SyntheticConfig
+from augdistill.config import (DataConfig, DistillConfig, MethodConfig, ModelConfig, OuterConfig, PolicyConfig,
+                               SyntheticConfig)
 from augdistill.data import load_dataset
 from augdistill.errors import ConfigError
 from augdistill.distill import Distiller
