@@ -339,6 +339,8 @@ class PolicyConfig:
     learned policy updates (:data:`~augdistill.augment.learn.POLICY_PARAMETER_KINDS`); the rest stays as loaded.
     ``every``: the learned policy (its objective, its critic and its update) takes part in every ``every``-th outer
     step only, so that under a wall budget the synthetic set gets about as many steps as with a fixed policy.
+    ``per_class``: learn one magnitude range per op and class (:class:`~augdistill.augment.ClassRangesPolicy`,
+    every class starting from the policy's ranges); gates and choice weights stay shared.
     """
 
     mode: str = setting("none", "--policy", choices=("none", "fixed", "learn"))
@@ -359,6 +361,7 @@ class PolicyConfig:
     critic_per_class: int = setting(0, "--critic-per-class", low=0, high=100_000, why="memory")
     learn: tuple[str, ...] = setting(POLICY_PARAMETER_KINDS, "--policy-learn")
     every: int = setting(1, "--policy-every", low=1, high=1_000_000)
+    per_class: bool = setting(False, "--policy-per-class")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -366,6 +369,8 @@ class PolicyConfig:
         _require(bool(self.learn) and set(self.learn) <= set(POLICY_PARAMETER_KINDS),
                  f"--policy-learn must name some of {', '.join(POLICY_PARAMETER_KINDS)} separated by commas, got "
                  f"{','.join(self.learn)!r:.80}")
+        _require(not self.per_class or self.mode == "learn",
+                 f"--policy-per-class learns one range per op and class; it needs --policy learn, got --policy {self.mode}")
         _require(self.mode != "none" or self.init_file is None,
                  f"--policy none contradicts --policy-init {self.init_file} (a policy file is used by --policy "
                  "fixed or learn)")

@@ -25,13 +25,13 @@ from augdistill.train.evaluate import StandardProtocol, standard_accuracies
 
 
 def one_op_per_batch(policy: torch.nn.Module, generator: torch.Generator):  # noqa: ANN201 - a closure
-    """``augment(x, *_)``: a fresh draw of ``policy`` for every image of ``x`` ``(B, C, H, W)`` except the
-    op (sub-policy) choice, which the first image's draw makes for the whole batch."""
-    def augment(x: Tensor, *_: object) -> Tensor:
+    """``augment(x, labels=None)``: a fresh draw of ``policy`` for every image of ``x`` ``(B, C, H, W)`` except
+    the op (sub-policy) choice, which the first image's draw makes for the whole batch."""
+    def augment(x: Tensor, labels: Tensor | None = None) -> Tensor:
         p = policy.sample(x.shape[0], generator=generator, device=x.device)
         if p.choice is not None:
             p = AugmentParams(p.u, p.gate, p.aux, p.choice[:1].expand_as(p.choice).contiguous())
-        return policy(x, params=p)
+        return policy(x, params=p, labels=labels)
     return augment
 
 

@@ -51,8 +51,9 @@ def train_one(ds, policy: Policy, seed: int, args: argparse.Namespace, device: t
         order = torch.randperm(len(ds.train), generator=g, device=device)
         for i in range(0, len(order), args.batch_size):
             idx = order[i:i + args.batch_size]
-            x = policy(ds.train.x[idx], generator=g)  # augment the batch where it lives
-            loss = F.cross_entropy(model(x), ds.train.y[idx])
+            y = ds.train.y[idx]
+            x = policy(ds.train.x[idx], generator=g, labels=y)  # the batch where it lives (a per-class policy: by label)
+            loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

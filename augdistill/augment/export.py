@@ -10,7 +10,10 @@ Where the library has an exact transform it is used (``RandomRotation``, ``Rando
 and shear, ``RandomHorizontalFlip``, ``ColorJitter`` for contrast, saturation and hue; kornia's
 brightness and sharpness); the rest are this package's small classes in
 :mod:`~augdistill.augment.torchvision_ops` and :mod:`~augdistill.augment.kornia_ops`. An empty policy
-exports to ``v2.Identity()`` / ``nn.Identity()``.
+exports to ``v2.Identity()`` / ``nn.Identity()``. A per-class policy
+(:class:`~augdistill.augment.class_ranges.ClassRangesPolicy`) exports to a
+:class:`~augdistill.augment.class_conditional.ClassConditional` of its classes' pipelines, which takes
+``(image, label)``.
 
 :func:`python_snippet` prints the same pipeline as pasteable code. It inlines the source of the
 package classes it needs rather than importing them, so the snippet runs where only torch,
@@ -55,10 +58,13 @@ def pipeline_call(policy: Policy, to: Target) -> Call:
             v2.RandomApply([RandomBrightnessDelta(low=-0.2, high=0.2)], p=0.5),
         ])
     """
-    if not isinstance(policy, Policy):
-        raise ConfigError(f"expected a Policy, got {type(policy).__name__}")
+    from augdistill.augment.class_ranges import ClassRangesPolicy
     if to not in _TARGETS:
         raise ConfigError(f"export target {to!r:.40} unknown; expected one of {', '.join(_TARGETS)}")
+    if isinstance(policy, ClassRangesPolicy):  # each class's own pipeline, chosen by the label
+        return Call("ClassConditional", ([pipeline_call(policy.for_class(k), to) for k in range(policy.num_classes)],))
+    if not isinstance(policy, Policy):
+        raise ConfigError(f"expected a Policy, got {type(policy).__name__}")
     ops = []
     for op in policy.ops:
         bounds = op.range()
@@ -147,7 +153,7 @@ def python_snippet(policy_or_path: Policy | str | Path, to: Target = "torchvisio
     """
     from augdistill.augment.serialization import load_policy
 
-    policy = policy_or_path if isinstance(policy_or_path, Policy) else load_policy(policy_or_path)
+    policy = policy_or_path if isinstance(policy_or_path, torch.nn.Module) else load_policy(policy_or_path)
     call = pipeline_call(policy, to)
     module = _own_module(to)
     own = [getattr(module, name) for name in module.__all__ if name in call.names()]

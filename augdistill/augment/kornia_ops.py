@@ -23,9 +23,10 @@ from kornia.augmentation.random_generator import PlainUniformGenerator
 from kornia.geometry.transform import warp_affine
 from torch import nn
 
+from augdistill.augment.class_conditional import ClassConditional
 from augdistill.augment.functional import cutout_mask
 
-__all__ = ["RandomTranslate", "RandomCutout", "RandomChoice"]
+__all__ = ["RandomTranslate", "RandomCutout", "RandomChoice", "ClassConditional"]
 
 
 class RandomTranslate(K.GeometricAugmentationBase2D):

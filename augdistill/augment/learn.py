@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from augdistill.augment.class_ranges import ClassRangesPolicy
 from augdistill.augment.ops import real_number
 from augdistill.augment.policy import Policy
 from augdistill.data import Split
@@ -60,27 +61,42 @@ def _check_training(model: Any, policy: Any, train: Any) -> None:
                           f"{type(train).__name__}")
 
 
-def policy_param_groups(policy: Policy, lr: float) -> list[dict[str, Any]]:
+def _base(policy: Any) -> Policy:
+    """The :class:`Policy` that holds ``policy``'s probabilities and choice weights (itself, or the policy a
+    :class:`~augdistill.augment.class_ranges.ClassRangesPolicy` wraps)."""
+    if isinstance(policy, ClassRangesPolicy):
+        return policy.policy
+    if not isinstance(policy, Policy):
+        raise ConfigError(f"policy must be an augdistill Policy, got {type(policy).__name__}")
+    return policy
+
+
+def policy_param_groups(policy: Policy | ClassRangesPolicy, lr: float) -> list[dict[str, Any]]:
     """Optimiser param groups for ``policy``: magnitude lr scaled by each op's allowed range.
 
     With Adam, ``lr=0.01`` moves a rotation range by about 3.6° per step and a translation by
     0.01 of the image; probabilities and choice weights use ``lr`` as is. Frozen parameters
-    (``requires_grad=False``) are left out.
+    (``requires_grad=False``) are left out. A per-class policy's ranges take the same scaled rates, one group per op.
     """
-    if not isinstance(policy, Policy):
-        raise ConfigError(f"policy must be an augdistill Policy, got {type(policy).__name__}")
+    base = _base(policy)
     if real_number(lr) is None or not lr > 0:
         raise ConfigError(f"lr must be a finite number > 0, got {lr!r:.40}")
     groups: list[dict[str, Any]] = []
-    for op in policy.ops:
+    for op in base.ops:
         if op.probability.requires_grad:
             groups.append({"params": [op.probability], "lr": lr})
         magnitude = [p for p in (op.low, op.high) if p is not None and p.requires_grad]
         if magnitude:
             lo_b, hi_b = op.spec.bounds  # type: ignore[misc]
             groups.append({"params": magnitude, "lr": lr * (hi_b - lo_b)})
-    if policy.weights is not None and policy.weights.requires_grad:
-        groups.append({"params": [policy.weights], "lr": lr})
+    if base.weights is not None and base.weights.requires_grad:
+        groups.append({"params": [base.weights], "lr": lr})
+    if isinstance(policy, ClassRangesPolicy):  # each op's per-class columns, scaled like the op's own range
+        for i, op in enumerate(base.ops):
+            columns = [d[str(i)] for d in (policy.low, policy.high) if str(i) in d and d[str(i)].requires_grad]
+            if columns:
+                lo_b, hi_b = op.spec.bounds  # type: ignore[misc]
+                groups.append({"params": columns, "lr": lr * (hi_b - lo_b)})
     return groups
 
 
@@ -88,7 +104,7 @@ def policy_param_groups(policy: Policy, lr: float) -> list[dict[str, Any]]:
 POLICY_PARAMETER_KINDS = ("probabilities", "magnitudes", "weights")
 
 
-def learn_only(policy: Policy, kinds: tuple[str, ...]) -> None:
+def learn_only(policy: Policy | ClassRangesPolicy, kinds: tuple[str, ...]) -> None:
     """Freeze (``requires_grad=False``) every tensor of ``policy`` whose kind is not in ``kinds``.
 
     Kinds are :data:`POLICY_PARAMETER_KINDS`: e.g. ``("magnitudes",)`` fine-tunes DSA's ranges while its
@@ -102,15 +118,15 @@ def learn_only(policy: Policy, kinds: tuple[str, ...]) -> None:
         >>> [name for name, p in policy.named_parameters() if p.requires_grad]
         ['ops.0.high']
     """
-    if not isinstance(policy, Policy):
-        raise ConfigError(f"policy must be an augdistill Policy, got {type(policy).__name__}")
+    base = _base(policy)
     if not kinds or not set(kinds) <= set(POLICY_PARAMETER_KINDS):
         raise ConfigError(f"--policy-learn must name some of {', '.join(POLICY_PARAMETER_KINDS)}, got "
                           f"{','.join(kinds)!r:.80}")
     by_kind: dict[str, list[nn.Parameter]] = {
-        "probabilities": [op.probability for op in policy.ops],
-        "magnitudes": [p for op in policy.ops for p in (op.low, op.high) if p is not None],
-        "weights": [policy.weights] if policy.weights is not None else [],
+        "probabilities": [op.probability for op in base.ops],
+        "magnitudes": ([*policy.low.values(), *policy.high.values()] if isinstance(policy, ClassRangesPolicy)
+                       else [p for op in base.ops for p in (op.low, op.high) if p is not None]),
+        "weights": [base.weights] if base.weights is not None else [],
     }
     for kind, params in by_kind.items():
         if kind not in kinds:
@@ -118,10 +134,10 @@ def learn_only(policy: Policy, kinds: tuple[str, ...]) -> None:
                 p.requires_grad_(False)
     if not any(p.requires_grad for p in policy.parameters()):
         raise ConfigError(f"--policy-learn {','.join(kinds)}: this policy has nothing of that kind to learn "
-                          f"(composition {policy.composition!r}, ops {', '.join(op.name for op in policy.ops)})")
+                          f"(composition {base.composition!r}, ops {', '.join(op.name for op in base.ops)})")
 
 
-def policy_spread(policy: Policy) -> Tensor:
+def policy_spread(policy: Policy | ClassRangesPolicy) -> Tensor:
     """:meth:`Policy.width` with every op without magnitude (a flip) counted ``4 p (1 - p)`` instead of ``p``.
 
     A flip applied with probability ``p`` adds the most variety at ``p = 0.5`` (the variance of its gate,
@@ -137,13 +153,12 @@ def policy_spread(policy: Policy) -> Tensor:
         >>> round(float(policy.width().detach()), 6), round(float(policy_spread(policy).detach()), 6)
         (1.2, 0.2)
     """
-    if not isinstance(policy, Policy):
-        raise ConfigError(f"policy must be an augdistill Policy, got {type(policy).__name__}")
-    pi = policy.selection_probabilities()
+    base = _base(policy)
+    pi = base.selection_probabilities()
     correction = policy.width().new_zeros(())
-    for k, group in enumerate(policy.groups):
+    for k, group in enumerate(base.groups):
         for i in group:
-            op = policy.ops[i]
+            op = base.ops[i]
             if op.spec.has_magnitude:
                 continue
             p = op.prob()

@@ -31,7 +31,7 @@ from augdistill.augment.codegen import Call, Name
 from augdistill.augment.gates import bernoulli_gate, clamp_st
 from augdistill.errors import ConfigError
 
-__all__ = ["OpSpec", "OPS", "OP_NAMES", "AugmentOp", "check_op", "real_number", "Range"]
+__all__ = ["OpSpec", "OPS", "OP_NAMES", "AugmentOp", "check_op", "clamped_range", "real_number", "Range"]
 
 #: A physical magnitude range ``(low, high)``.
 Range = tuple[float, float]
@@ -276,6 +276,16 @@ def check_op(name: Any, probability: Any, low: Any, high: Any, symmetric: Any) -
     return None
 
 
+def clamped_range(spec: OpSpec, low: Tensor | None, high: Tensor) -> tuple[Tensor, Tensor]:
+    """``(low, high)`` clamped into ``spec``'s bounds with :func:`clamp_st` (gradient alive on them), any shape;
+    ``low=None`` is a symmetric range: ``high`` is kept at or above the identity and ``low`` mirrors it."""
+    lo_b, hi_b = spec.bounds  # type: ignore[misc]
+    if low is None:
+        high = clamp_st(high, spec.identity, hi_b)
+        return 2 * spec.identity - high, high
+    return clamp_st(low, lo_b, hi_b), clamp_st(high, lo_b, hi_b)
+
+
 class AugmentOp(nn.Module):
     """One learnable op: probability ``p`` and magnitude range ``[low, high]`` in physical units.
 
@@ -355,12 +365,7 @@ class AugmentOp(nn.Module):
         """
         if self.high is None:
             return None
-        spec = self.spec
-        lo_b, hi_b = spec.bounds  # type: ignore[misc]
-        if self.symmetric:
-            high = clamp_st(self.high, spec.identity, hi_b)
-            return 2 * spec.identity - high, high
-        return clamp_st(self.low, lo_b, hi_b), clamp_st(self.high, lo_b, hi_b)  # type: ignore[arg-type]
+        return clamped_range(self.spec, self.low, self.high)
 
     def range(self) -> tuple[Tensor, Tensor] | None:
         """Current ``(low, high)`` in physical units, ordered and inside the op's bounds (0-d float64).

@@ -259,15 +259,20 @@ class Policy(nn.Module):
         w = clamp_st(self.weights, 0.0, math.inf)
         return w / w.sum()
 
-    def width(self) -> Tensor:
+    def width(self, spans: Tensor | None = None) -> Tensor:
         """Differentiable width of the policy (0-d float64), a regulariser for Augerino-style objectives.
 
         ``sum_k pi_k sum_{i in group k} p_i (high_i - low_i) / (max_i - min_i)``: for every op, its
         probability times the fraction of its allowed physical range in use, weighted by the chance
         ``pi_k`` that its group is selected (1 for sequential). Ops without magnitude count ``p_i``.
+
+        Args:
+            spans: optional ``(N,)`` fractions of each op's allowed range in use, replacing the ops' own
+                (per-class ranges pass their mean over the classes; 1 for ops without magnitude).
         """
         dev = self.ops[0].probability.device if len(self.ops) else None
-        per_op = [op.width() for op in self.ops]
+        per_op = ([op.width() for op in self.ops] if spans is None
+                  else [op.prob() * spans[i] for i, op in enumerate(self.ops)])
         group_w = [sum((per_op[i] for i in g), torch.zeros((), dtype=torch.float64, device=dev)) for g in self.groups]
         pi = self.selection_probabilities()
         if pi is None:
@@ -308,7 +313,7 @@ class Policy(nn.Module):
         return params if target is None else params.to(target)
 
     def forward(self, x: Tensor, params: AugmentParams | None = None, *, generator: torch.Generator | None = None,
-                augment: bool | None = None, ranges: Tensor | None = None) -> Tensor:
+                augment: bool | None = None, ranges: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
         """Augment ``x`` (B, C, H, W) in ``[0, 1]``.
 
         Args:
@@ -318,6 +323,8 @@ class Policy(nn.Module):
             augment: force augmentation on/off; default: on in training mode or if ``augment_in_eval``.
             ranges: optional ``(B, N, 2)`` per-sample ``(low, high)`` overriding the learned ranges
                 (input-conditioned policies, see :class:`~augdistill.augment.learn.InstanceRanges`).
+            labels: the images' class ids ``(B,)``; unused (this policy treats every class alike), accepted so
+                that callers can treat it and a :class:`~augdistill.augment.class_ranges.ClassRangesPolicy` alike.
 
         Returns:
             The augmented batch, differentiable w.r.t. ``x``, the magnitudes, probabilities and weights

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import torch
 
 from augdistill.augment.ops import OPS, OP_NAMES, AugmentOp, check_op, real_number
+from augdistill.augment.class_ranges import ClassRangesPolicy
 from augdistill.augment.policy import COMPOSITIONS, Policy
 from augdistill.errors import PolicyFormatError
 
@@ -38,6 +39,8 @@ MAX_FILE_BYTES = 1 << 20
 MAX_DEPTH = 16
 #: Most ops, weights and sub-policies a policy may hold.
 MAX_OPS = 256
+#: Most classes a per-class policy may hold.
+MAX_CLASSES = 100_000
 #: Largest ``image.size`` side, in pixels.
 MAX_IMAGE_SIDE = 1 << 16
 
@@ -89,6 +92,62 @@ def policy_to_dict(policy: Policy, provenance: Mapping[str, Any] | None = None) 
         "gates": {"temperature": policy.temperature, "hard": policy.hard},
         "provenance": prov,
     }
+
+
+@torch.no_grad()
+def class_ranges_to_dict(policy: ClassRangesPolicy, provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Serialise a per-class policy: the wrapped policy's dict, each op's ``magnitude`` the mean over the classes
+    (what ``policy show`` and a class-blind reader see), plus ``class_ranges`` ``{"classes": [K names], "ranges": K
+    rows of one ``[low, high]`` per op (``null`` for ops without magnitude)}``."""
+    data = policy_to_dict(policy.policy, provenance)
+    table = policy.table()
+    for i, op in enumerate(policy.ops):
+        if op.spec.has_magnitude:
+            low, high = sorted(float(v) for v in table[:, i].mean(dim=0))
+            if op.symmetric:
+                low = 2 * op.spec.identity - high
+            data["ops"][i]["magnitude"].update(low=low, high=high)
+    rows = [[sorted((float(table[k, i, 0]), float(table[k, i, 1]))) if op.spec.has_magnitude else None
+             for i, op in enumerate(policy.ops)] for k in range(policy.num_classes)]
+    data["class_ranges"] = {"classes": list(policy.class_names), "ranges": rows}
+    return data
+
+
+def _check_class_ranges(c: _Checker, raw: Any, ops: list[dict[str, Any]]) -> tuple[list[str], list[list[list[float]]]]:
+    """``class_ranges``: distinct class names, and per class one in-bounds ``[low, high]`` per op with magnitude."""
+    entry = c.obj(raw, "class_ranges", {"classes", "ranges"})
+    names = c.array(entry["classes"], "class_ranges.classes", max_len=MAX_CLASSES)
+    for k, name in enumerate(names):  # type: ignore[arg-type]
+        c.typed(name, f"class_ranges.classes[{k}]", str, "a class name (string)")
+    if not names or len(set(names)) != len(names):  # type: ignore[arg-type]
+        raise c.fail("class_ranges.classes", f"expected distinct class names, at least one, got {_show(names)}")
+    rows = c.array(entry["ranges"], "class_ranges.ranges", max_len=MAX_CLASSES)
+    if len(rows) != len(names):  # type: ignore[arg-type]
+        raise c.fail("class_ranges.ranges", f"expected one row per class ({len(names)}), got {len(rows)}")  # type: ignore[arg-type]
+    table = []
+    for k, row in enumerate(rows):  # type: ignore[arg-type]
+        field = f"class_ranges.ranges[{k}]"
+        row = c.array(row, field)
+        if len(row) != len(ops):  # type: ignore[arg-type]
+            raise c.fail(field, f"expected one entry per op ({len(ops)}), got {len(row)}")  # type: ignore[arg-type]
+        cells = []
+        for i, (cell, op) in enumerate(zip(row, ops)):  # type: ignore[arg-type]
+            spec = OPS[op["name"]]
+            if not spec.has_magnitude:
+                if cell is not None:
+                    raise c.fail(f"{field}[{i}]", f"op {op['name']!r} has no magnitude; expected null, got {_show(cell)}")
+                cells.append([spec.identity, spec.identity])
+                continue
+            pair = c.array(cell, f"{field}[{i}]")
+            if len(pair) != 2:  # type: ignore[arg-type]
+                raise c.fail(f"{field}[{i}]", f"expected [low, high] in {spec.unit}, got {_show(cell)}")
+            low, high = (c.number(v, f"{field}[{i}][{j}]") for j, v in enumerate(pair))  # type: ignore[arg-type]
+            problem = check_op(op["name"], op["probability"], low, high, op["symmetric"])
+            if problem:
+                raise c.fail(f"{field}[{i}]", problem.partition(": ")[2])
+            cells.append([low, high])
+        table.append(cells)
+    return list(names), table  # type: ignore[arg-type]
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -214,8 +273,9 @@ def _check_op(c: _Checker, raw: Any, field: str) -> dict[str, Any]:
     return {"name": name, "probability": probability, "low": low, "high": high, "symmetric": symmetric}
 
 
-def policy_from_dict(data: Any, source: str = "<dict>") -> Policy:
-    """Validate a policy dict strictly and build the :class:`Policy`.
+def policy_from_dict(data: Any, source: str = "<dict>") -> Policy | ClassRangesPolicy:
+    """Validate a policy dict strictly and build the :class:`Policy` (a
+    :class:`~augdistill.augment.class_ranges.ClassRangesPolicy` when it holds ``class_ranges``).
 
     Args:
         data: the parsed JSON.
@@ -236,6 +296,10 @@ def policy_from_dict(data: Any, source: str = "<dict>") -> Policy:
         augdistill.errors.PolicyFormatError: <dict>: field 'ops[0].probability': 2.0 is outside [0, 1]
     """
     c = _Checker(source)
+    class_ranges = None
+    if isinstance(data, dict) and "class_ranges" in data:
+        data = dict(data)
+        class_ranges = data.pop("class_ranges")
     top = c.obj(data, "<root>", _TOP_KEYS)
     if not isinstance(top["schema"], str) or top["schema"] != SCHEMA:
         raise c.fail("schema", f"expected {SCHEMA!r}, got {_show(top['schema'])}")
@@ -305,9 +369,13 @@ def policy_from_dict(data: Any, source: str = "<dict>") -> Policy:
 
     modules = [AugmentOp(op["name"], op["probability"],
                          None if op["high"] is None else (op["low"], op["high"]), op["symmetric"]) for op in ops]
-    return Policy(modules, composition, sub_policies=sub_policies, weights=weights,
-                  image_size=None if size is None else (size[0], size[1]), temperature=temperature, hard=hard,
-                  provenance=copy.deepcopy(prov))
+    policy = Policy(modules, composition, sub_policies=sub_policies, weights=weights,
+                    image_size=None if size is None else (size[0], size[1]), temperature=temperature, hard=hard,
+                    provenance=copy.deepcopy(prov))
+    if class_ranges is None:
+        return policy
+    names, table = _check_class_ranges(c, class_ranges, ops)
+    return ClassRangesPolicy(policy, names, torch.tensor(table, dtype=torch.float64).reshape(len(names), len(ops), 2))
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -331,7 +399,7 @@ def _nesting_depth(text: str) -> int:
     return max(accumulate(1 if b in "[{" else -1 for b in brackets), default=0)
 
 
-def load_policy(path: str | Path) -> Policy:
+def load_policy(path: str | Path) -> Policy | ClassRangesPolicy:
     """Load and strictly validate a policy JSON file.
 
     Raises:

@@ -25,9 +25,10 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from augdistill.augment.class_conditional import ClassConditional
 from augdistill.augment.functional import cutout_mask
 
-__all__ = ["RandomTranslate", "RandomBrightnessDelta", "RandomSharpness", "RandomCutout"]
+__all__ = ["RandomTranslate", "RandomBrightnessDelta", "RandomSharpness", "RandomCutout", "ClassConditional"]
 
 
 def _is_plain_tensor(inpt: Any) -> bool:

@@ -171,6 +171,9 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
                         "choice among sub-policies); the rest stays as --policy-init has it")
     p.add_argument("--policy-every", type=int, default=d.policy.every, metavar="N",
                    help="a learned policy (its objective, critic and update) takes part in every N-th outer step only")
+    p.add_argument("--policy-per-class", action="store_true", default=d.policy.per_class,
+                   help="learn one magnitude range per op and class (each class starts from the policy's ranges); "
+                        "the gates and the choice among sub-policies stay shared")
     p.add_argument("--width-weight", type=float, default=d.policy.width_weight, help="λ of the width bonus")
     p.add_argument("--aug-weight", type=float, default=d.policy.aug_weight)
     p.add_argument("--aug-copies", type=int, default=d.policy.copies, help="J augmented copies of the real batch")
@@ -234,6 +237,7 @@ def _config_from_args(a: argparse.Namespace) -> DistillConfig:
                             inner_lr=a.policy_inner_lr, width_measure=a.width_measure, critic=a.policy_critic,
                             critic_lr=a.critic_lr, critic_steps=a.critic_steps, critic_reset=a.critic_reset,
                             critic_per_class=a.critic_per_class, every=a.policy_every,
+                            per_class=a.policy_per_class,
                             learn=tuple(k for k in a.policy_learn.split(",") if k)),
     )
 

@@ -12,7 +12,8 @@ __all__ = ["add_policy_commands", "policy_table", "plot_policy_run"]
 
 
 def policy_table(policy_dict: dict[str, Any]) -> str:
-    """A fixed-width table of a policy dict's ops: name, probability, range, unit."""
+    """A fixed-width table of a policy dict's ops: name, probability, range, unit (and each class's ranges for a
+    per-class policy)."""
     rows = [f"composition: {policy_dict['composition']}",
             f"{'#':>2}  {'op':<14}{'probability':>12}  {'low':>10}  {'high':>10}  unit"]
     for i, op in enumerate(policy_dict["ops"]):
@@ -21,6 +22,14 @@ def policy_table(policy_dict: dict[str, Any]) -> str:
         rows.append(f"{i:>2}  {op['name']:<14}{op['probability']:>12.4f}  {low:>10}  {high:>10}  {unit}")
     if policy_dict.get("weights") is not None:
         rows.append(f"weights: {[round(w, 4) for w in policy_dict['weights']]}")
+    per_class = policy_dict.get("class_ranges")
+    if per_class:
+        ops = [(i, op["name"]) for i, op in enumerate(policy_dict["ops"]) if op["magnitude"]]
+        rows.append("per-class ranges (low..high; the table above shows the shared probabilities):")
+        rows.append(f"    {'class':<16}" + "".join(f"{f'{i} {name}':>22}" for i, name in ops))
+        for name, ranges in zip(per_class["classes"], per_class["ranges"]):
+            cells = "".join(f"{f'{ranges[i][0]:.4g}..{ranges[i][1]:.4g}':>22}" for i, _ in ops)
+            rows.append(f"    {name[:16]:<16}{cells}")
     provenance = policy_dict.get("provenance") or {}
     shown = {k: v for k, v in provenance.items() if k in ("dataset", "method", "seed", "date", "metrics") and v}
     if shown:
@@ -68,7 +77,9 @@ def plot_policy_run(run_dir: str | Path, samples: int = 8) -> list[Path]:
     x = data.train.x[:samples]
     g = torch.Generator().manual_seed(0)
     policy.train()
-    rows = [x] + [policy(x, params=policy.sample(x.shape[0], generator=g)).detach().clamp(0, 1) for _ in range(4)]
+    y = data.train.y[:samples]
+    rows = [x] + [policy(x, params=policy.sample(x.shape[0], generator=g), labels=y).detach().clamp(0, 1)
+                  for _ in range(4)]
     fig, axes = plt.subplots(len(rows), samples, figsize=(1.1 * samples, 1.1 * len(rows)), squeeze=False)
     for r, batch in enumerate(rows):
         for c in range(samples):

@@ -350,7 +350,7 @@ def _train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y:
         idx = order[start:start + batch_size]
         xb = x[idx]
         if policy is not None:
-            xb = policy(xb, params=policy.sample(xb.shape[0], generator=generator, device=xb.device))
+            xb = policy(xb, params=policy.sample(xb.shape[0], generator=generator, device=xb.device), labels=y[idx])
         loss = F.cross_entropy(net(xb), y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

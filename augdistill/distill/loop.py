@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from augdistill.augment import build_policy, learn_only, load_policy, policy_param_groups
+from augdistill.augment import ClassRangesPolicy, build_policy, learn_only, load_policy, policy_param_groups
 from augdistill.config import DistillConfig, PolicyConfig
 from augdistill.data import ClassBalancedSampler, Dataset, herd_per_class, take_per_class
 from augdistill.distill.averaging import SyntheticAverage
@@ -150,6 +150,8 @@ class Distiller:
             return None
         if policy is None:
             policy = policy_from_config(self.config.policy, self.data.info.image_shape[1:])
+        if self.config.policy.per_class and not isinstance(policy, ClassRangesPolicy):
+            policy = ClassRangesPolicy(policy, self.data.info.class_names)
         policy = policy.to(self.device).train()
         policy.requires_grad_(mode == "learn")
         if mode == "learn":

@@ -18,22 +18,36 @@ from torch import Tensor, nn
 from augdistill.data import DatasetInfo, Split
 from augdistill.distill.methods import ReplayRecipe
 from augdistill.errors import ConfigError
+from augdistill.inner import InnerSchedule
 from augdistill.train.evaluate import StandardProtocol, replay_accuracies, standard_accuracies
 
-__all__ = ["validation_accuracies", "VALIDATION_SEED", "policy_augment"]
+__all__ = ["validation_accuracies", "VALIDATION_SEED", "policy_augment", "replay_augment"]
 
 #: Validation and evaluation draw their augmentation and networks from their own fixed stream.
 VALIDATION_SEED = 10_000
 
 
 def policy_augment(policy: nn.Module, generator: torch.Generator):  # noqa: ANN201 - a closure
-    """``augment(x, *_)``: a fresh draw of ``policy`` from ``generator`` for every call, applied to ``x``.
+    """``augment(x, labels=None)``: a fresh draw of ``policy`` from ``generator`` for every call, applied to ``x``
+    ``(B, C, H, W)`` whose class ids are ``labels`` ``(B,)`` (a per-class policy needs them; others ignore them).
 
-    Fits both the inner trainer's ``augment(x, step)`` and a plain ``augment(x)``.
+    :func:`replay_augment` adapts it to the inner trainer's ``augment(x, step)``.
     """
-    def augment(x: Tensor, *_: object) -> Tensor:
-        return policy(x, params=policy.sample(x.shape[0], generator=generator, device=x.device))
+    def augment(x: Tensor, labels: Tensor | None = None) -> Tensor:
+        return policy(x, params=policy.sample(x.shape[0], generator=generator, device=x.device), labels=labels)
     return augment
+
+
+def replay_augment(policy: nn.Module, generator: torch.Generator, targets: Tensor, schedule: InnerSchedule
+                   ):  # noqa: ANN201 - a closure
+    """``augment(x, step)`` for the inner trainer's replay of ``schedule`` on a set with ``targets`` (ids ``(N,)`` or
+    probabilities ``(N, K)``): :func:`policy_augment` given the class ids of step ``step``'s minibatch."""
+    augment = policy_augment(policy, generator)
+    labels = targets if targets.dim() == 1 else targets.argmax(1)
+
+    def apply(x: Tensor, step: int) -> Tensor:
+        return augment(x, labels[schedule.on(x.device)[step % schedule.steps]])
+    return apply
 
 
 def validation_accuracies(kind: str, *, model: nn.Module, images: Tensor, targets: Tensor,
@@ -49,12 +63,14 @@ def validation_accuracies(kind: str, *, model: nn.Module, images: Tensor, target
         epochs: standard-protocol epochs.
     """
     seeds = [VALIDATION_SEED + i for i in range(nets)]
-    augment = (policy_augment(policy, torch.Generator().manual_seed(VALIDATION_SEED))
-               if policy is not None else None)
+    generator = torch.Generator().manual_seed(VALIDATION_SEED)
     if kind == "replay":
         if recipe is None:
             raise ConfigError("--validation replay needs a method that learns its inner steps (wang); "
                               "use --validation standard")
         return replay_accuracies(model, images, targets, recipe.lrs, recipe.schedule, val, seeds,
-                                 momentum=recipe.momentum, augment=augment)
+                                 momentum=recipe.momentum,
+                                 augment=(replay_augment(policy, generator, targets, recipe.schedule)
+                                          if policy is not None else None))
+    augment = policy_augment(policy, generator) if policy is not None else None
     return standard_accuracies(images, targets, info, val, seeds, StandardProtocol(epochs=epochs), augment)

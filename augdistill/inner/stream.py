@@ -91,16 +91,16 @@ class StepAugment:
         else:
             params = self.policy.sample(x.shape[0], generator=generator, device=x.device)
         if self.policy_grad:
-            return self.policy(x, params=params)
+            return self.policy(x, params=params, labels=labels)
         detached = {name: p.detach() for name, p in self.policy.named_parameters()}
-        return functional_call(self.policy, detached, (x,), {"params": params})
+        return functional_call(self.policy, detached, (x,), {"params": params, "labels": labels})
 
 
 class AugmentStream:
     """The source of every training-time augmentation draw of a run.
 
     Args:
-        policy: the policy module (``sample(B, generator=, device=)`` and ``forward(x, params=)``), or
+        policy: the policy module (``sample(B, generator=, device=)`` and ``forward(x, params=, labels=)``), or
             ``None`` for no augmentation.
         synthetic_generator: draws for synthetic batches, and the per-class siamese draws.
         real_generator: fresh draws for real batches (non-siamese).

@@ -29,7 +29,7 @@ from augdistill.data import Dataset, herd_per_class, load_dataset, take_per_clas
 from augdistill.distill import Distiller, StepStats, distributed
 from augdistill.distill.methods import with_method_defaults
 from augdistill.distill.methods.base import MaybeState
-from augdistill.distill.validation import policy_augment
+from augdistill.distill.validation import policy_augment, replay_augment
 from augdistill.errors import CheckpointError, ConfigError, RunInterrupted, TrainingDivergedError
 from augdistill.models import build_model
 from augdistill.runs import folder, schema
@@ -452,7 +452,8 @@ def replay_result(s: DistilledSet, config: DistillConfig, dataset: Dataset, nets
     model = _model_for(config, dataset, device)
     augment = None
     if policy is not None:
-        augment = policy_augment(policy.to(device).train(), torch.Generator().manual_seed(seed))
+        augment = replay_augment(policy.to(device).train(), torch.Generator().manual_seed(seed), s.targets.to(device),
+                                 s.schedule)
     accs = replay_accuracies(model, s.images.to(device), s.targets.to(device), s.lrs.to(device), s.schedule,
                              dataset.test.to(device), list(range(seed, seed + nets)), momentum=s.momentum,
                              augment=augment)

@@ -112,23 +112,25 @@ def replay_accuracies(model: nn.Module, images: Tensor, targets: Tensor, lrs: Te
 
 
 def train_standard(net: nn.Module, x: Tensor, targets: Tensor, protocol: StandardProtocol,
-                   generator: torch.Generator, augment: Callable[[Tensor], Tensor] | None = None) -> nn.Module:
+                   generator: torch.Generator, augment: Callable[[Tensor, Tensor], Tensor] | None = None) -> nn.Module:
     """Train ``net`` in place on ``x`` ``(N, C, H, W)`` with ``targets`` (ids ``(N,)`` or probabilities ``(N, K)``).
 
     SGD with momentum and weight decay, shuffled minibatches drawn with ``generator``, learning rate
-    x0.1 after half of the epochs; ``augment`` (if given) is applied to every minibatch, then CutMix to a
-    ``protocol.cutmix`` share of them (no draws are taken for it when that is 0).
+    x0.1 after half of the epochs; ``augment(images, labels)`` (if given) is applied to every minibatch with its
+    class ids (the targets, or their most probable class), then CutMix to a ``protocol.cutmix`` share of them
+    (no draws are taken for it when that is 0).
     """
     opt = torch.optim.SGD(net.parameters(), lr=protocol.lr, momentum=protocol.momentum,
                           weight_decay=protocol.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[protocol.epochs // 2], gamma=0.1)
     net.train()
     n = x.shape[0]
+    labels = targets if targets.dim() == 1 else targets.argmax(1)
     for _ in range(protocol.epochs):
         order = upload(torch.randperm(n, generator=generator), x.device)
         for start in range(0, n, protocol.batch_size):
             idx = order[start:start + protocol.batch_size]
-            xb = x[idx] if augment is None else augment(x[idx])
+            xb = x[idx] if augment is None else augment(x[idx], labels[idx])
             if protocol.cutmix and float(torch.rand((), generator=generator)) < protocol.cutmix:
                 mix = cutmix(xb, generator)
                 loss = mix.loss(net(mix.images), targets[idx])
@@ -144,7 +146,7 @@ def train_standard(net: nn.Module, x: Tensor, targets: Tensor, protocol: Standar
 
 def standard_accuracies(x: Tensor, targets: Tensor, info: DatasetInfo, test: Split, seeds: Sequence[int],
                         protocol: StandardProtocol = StandardProtocol(),
-                        augment: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+                        augment: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
     """Standard protocol: one fresh ``protocol.model`` per seed trained on ``(x, targets)``; accuracies ``(len(seeds),)``."""
     accs = []
     for seed in seeds:

@@ -149,6 +149,8 @@ CASES = [
     Case("policy-learn-nothing-there", _distill("--policy", "learn", "--policy-learn", "weights"),
          "--policy-learn weights: this policy has nothing of that kind to learn"),
     Case("policy-every-zero", _distill("--policy", "learn", "--policy-every", "0"), "--policy-every must be >= 1, got 0"),
+    Case("per-class-fixed", _distill("--policy", "fixed", "--policy-init", "policies/dsa.json", "--policy-per-class"),
+         "--policy-per-class learns one range per op and class; it needs --policy learn, got --policy fixed"),
     Case("lr-images-negative", _distill("--lr-images", "-0.01"), "--lr-images must be > 0, got -0.01"),
     Case("lr-images-huge", _distill("--lr-images", "1e300"), "--lr-images must be <= 1000.0"),
     Case("grad-clip-negative", _distill("--grad-clip", "-1"), "--grad-clip must be >= 0, got -1.0"),
