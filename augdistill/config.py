@@ -370,7 +370,8 @@ class PolicyConfig:
                  f"--policy-learn must name some of {', '.join(POLICY_PARAMETER_KINDS)} separated by commas, got "
                  f"{','.join(self.learn)!r:.80}")
         _require(not self.per_class or self.mode == "learn",
-                 f"--policy-per-class learns one range per op and class; it needs --policy learn, got --policy {self.mode}")
+                 "--policy-per-class learns one range per op and class; it needs --policy learn, got --policy "
+                 f"{self.mode}")
         _require(self.mode != "none" or self.init_file is None,
                  f"--policy none contradicts --policy-init {self.init_file} (a policy file is used by --policy "
                  "fixed or learn)")

@@ -52,7 +52,7 @@ def train_one(ds, policy: Policy, seed: int, args: argparse.Namespace, device: t
         for i in range(0, len(order), args.batch_size):
             idx = order[i:i + args.batch_size]
             y = ds.train.y[idx]
-            x = policy(ds.train.x[idx], generator=g, labels=y)  # the batch where it lives (a per-class policy: by label)
+            x = policy(ds.train.x[idx], generator=g, labels=y)  # where it lives; a per-class policy reads y
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -26,7 +26,8 @@ from augdistill.augment.presets import dsa_policy, identity_policy
 from augdistill.augment.serialization import SCHEMA_VERSION, load_policy, policy_from_dict
 
 __all__ = [
-    "Policy", "ClassRangesPolicy", "ClassConditional", "AugmentOp", "AugmentParams", "OpSpec", "OPS", "OP_NAMES", "COMPOSITIONS", "SCHEMA_VERSION",
+    "Policy", "ClassRangesPolicy", "ClassConditional", "AugmentOp", "AugmentParams", "OpSpec", "OPS", "OP_NAMES",
+    "COMPOSITIONS", "SCHEMA_VERSION",
     "build_policy", "load_policy", "policy_from_dict", "dsa_policy", "identity_policy",
     "to_torchvision", "to_kornia", "python_snippet", "bernoulli_gate", "gumbel_choice", "straight_through",
     "AugerinoConfig", "AugerinoResult", "InstaAugConfig", "InstanceRanges", "POLICY_PARAMETER_KINDS", "learn_only",

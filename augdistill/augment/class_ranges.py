@@ -87,7 +87,7 @@ class ClassRangesPolicy(nn.Module):
             r = op.range()
             rows.append(torch.stack(r).detach() if r is not None else torch.full((2,), op.spec.identity,
                                                                                   dtype=torch.float64))
-        return torch.stack(rows).to(torch.float64).reshape(1, len(rows), 2)
+        return torch.stack(rows).reshape(1, len(rows), 2) if rows else torch.zeros(1, 0, 2, dtype=torch.float64)
 
     def _check_ranges(self, ranges: Any, classes: int) -> None:
         n = len(self.policy.ops)
@@ -141,6 +141,8 @@ class ClassRangesPolicy(nn.Module):
             if ends is None:
                 ends = (self._constant(op.spec.identity),) * 2
             columns.append(torch.stack(ends, dim=-1))
+        if not columns:
+            return torch.zeros(self.num_classes, 0, 2, dtype=torch.float64)
         return torch.stack(columns, dim=1)
 
     def _constant(self, value: float) -> Tensor:

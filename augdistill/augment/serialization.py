@@ -116,38 +116,39 @@ def class_ranges_to_dict(policy: ClassRangesPolicy, provenance: Mapping[str, Any
 def _check_class_ranges(c: _Checker, raw: Any, ops: list[dict[str, Any]]) -> tuple[list[str], list[list[list[float]]]]:
     """``class_ranges``: distinct class names, and per class one in-bounds ``[low, high]`` per op with magnitude."""
     entry = c.obj(raw, "class_ranges", {"classes", "ranges"})
-    names = c.array(entry["classes"], "class_ranges.classes", max_len=MAX_CLASSES)
-    for k, name in enumerate(names):  # type: ignore[arg-type]
+    names: list[Any] = c.array(entry["classes"], "class_ranges.classes", max_len=MAX_CLASSES) or []
+    for k, name in enumerate(names):
         c.typed(name, f"class_ranges.classes[{k}]", str, "a class name (string)")
-    if not names or len(set(names)) != len(names):  # type: ignore[arg-type]
+    if not names or len(set(names)) != len(names):
         raise c.fail("class_ranges.classes", f"expected distinct class names, at least one, got {_show(names)}")
-    rows = c.array(entry["ranges"], "class_ranges.ranges", max_len=MAX_CLASSES)
-    if len(rows) != len(names):  # type: ignore[arg-type]
-        raise c.fail("class_ranges.ranges", f"expected one row per class ({len(names)}), got {len(rows)}")  # type: ignore[arg-type]
+    rows: list[Any] = c.array(entry["ranges"], "class_ranges.ranges", max_len=MAX_CLASSES) or []
+    if len(rows) != len(names):
+        raise c.fail("class_ranges.ranges", f"expected one row per class ({len(names)}), got {len(rows)}")
     table = []
-    for k, row in enumerate(rows):  # type: ignore[arg-type]
+    for k, raw_row in enumerate(rows):
         field = f"class_ranges.ranges[{k}]"
-        row = c.array(row, field)
-        if len(row) != len(ops):  # type: ignore[arg-type]
-            raise c.fail(field, f"expected one entry per op ({len(ops)}), got {len(row)}")  # type: ignore[arg-type]
+        row: list[Any] = c.array(raw_row, field) or []
+        if len(row) != len(ops):
+            raise c.fail(field, f"expected one entry per op ({len(ops)}), got {len(row)}")
         cells = []
-        for i, (cell, op) in enumerate(zip(row, ops)):  # type: ignore[arg-type]
+        for i, (cell, op) in enumerate(zip(row, ops)):
             spec = OPS[op["name"]]
             if not spec.has_magnitude:
                 if cell is not None:
-                    raise c.fail(f"{field}[{i}]", f"op {op['name']!r} has no magnitude; expected null, got {_show(cell)}")
+                    raise c.fail(f"{field}[{i}]",
+                                 f"op {op['name']!r} has no magnitude; expected null, got {_show(cell)}")
                 cells.append([spec.identity, spec.identity])
                 continue
-            pair = c.array(cell, f"{field}[{i}]")
-            if len(pair) != 2:  # type: ignore[arg-type]
+            pair: list[Any] = c.array(cell, f"{field}[{i}]") or []
+            if len(pair) != 2:
                 raise c.fail(f"{field}[{i}]", f"expected [low, high] in {spec.unit}, got {_show(cell)}")
-            low, high = (c.number(v, f"{field}[{i}][{j}]") for j, v in enumerate(pair))  # type: ignore[arg-type]
+            low, high = (c.number(v, f"{field}[{i}][{j}]") for j, v in enumerate(pair))
             problem = check_op(op["name"], op["probability"], low, high, op["symmetric"])
             if problem:
                 raise c.fail(f"{field}[{i}]", problem.partition(": ")[2])
             cells.append([low, high])
         table.append(cells)
-    return list(names), table  # type: ignore[arg-type]
+    return names, table
 
 
 def _show(value: Any, limit: int = 60) -> str:

@@ -189,3 +189,10 @@ def test_bad_construction_is_refused():
         ClassRangesPolicy(build_policy(["rotate"]), ["a", "b"], torch.zeros(1, 1, 2))
     with pytest.raises(ConfigError, match="must lie in its allowed"):
         ClassRangesPolicy(build_policy(["rotate"]), ["a"], torch.tensor([[[-200.0, 200.0]]]))
+
+
+def test_a_policy_without_ops_has_an_empty_table_and_is_the_identity():
+    policy = ClassRangesPolicy(build_policy([]), ["a", "b"]).train()
+    x = torch.rand(2, 1, 4, 4)
+    assert policy.table().shape == (2, 0, 2) and torch.equal(policy(x, labels=torch.tensor([0, 1])), x)
+    assert policy_from_dict(policy.to_dict()).to_dict() == policy.to_dict()

@@ -1,6 +1,7 @@
 """Property-based tests of the policy JSON schema (hypothesis).
 
-* every valid policy dict loads and round-trips, every field kept exactly (also through a file);
+* every valid policy dict, with or without per-class ranges, loads and round-trips, every field kept exactly
+  (also through a file);
 * a valid dict with one random mutation (a value replaced by any JSON value — huge integers, NaN,
   nested arrays, ... —, a field deleted, a field added) loads to a valid policy or raises
   ``PolicyFormatError`` — never any other exception;
@@ -15,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from augdistill.augment import OP_NAMES, OPS, Policy, load_policy, policy_from_dict
+from augdistill.augment import OP_NAMES, OPS, ClassRangesPolicy, Policy, load_policy, policy_from_dict
 from augdistill.augment.policy import COMPOSITIONS
 from augdistill.augment.serialization import MAX_IMAGE_SIDE, SCHEMA, SCHEMA_VERSION
 from augdistill.errors import PolicyFormatError
@@ -60,6 +62,30 @@ def op_dicts(draw: Any) -> dict[str, Any]:
 
 
 @st.composite
+def class_ranges_for(draw: Any, ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """A ``class_ranges`` entry for ``ops`` (1-3 classes); each op's ``magnitude`` becomes the mean of its rows, as
+    the writer puts it."""
+    names = draw(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=3, unique=True))
+    rows = [[draw(st.builds(lambda op: op["magnitude"] and _range_of(draw, op), st.just(op))) for op in ops]
+            for _ in names]
+    for i, op in enumerate(ops):
+        if op["magnitude"] is not None:
+            low, high = sorted(float(v) for v in torch.tensor([row[i] for row in rows], dtype=torch.float64).mean(0))
+            if op["symmetric"]:
+                low = 2 * OPS[op["name"]].identity - high
+            op["magnitude"].update(low=low, high=high)
+    return {"classes": names, "ranges": rows}
+
+
+def _range_of(draw: Any, op: dict[str, Any]) -> list[float]:
+    spec = OPS[op["name"]]
+    if op["symmetric"]:
+        high = draw(st.floats(spec.identity, spec.bounds[1]))
+        return [2 * spec.identity - high, high]
+    return sorted(draw(st.lists(st.floats(*spec.bounds), min_size=2, max_size=2)))
+
+
+@st.composite
 def policy_dicts(draw: Any) -> dict[str, Any]:
     composition = draw(st.sampled_from(COMPOSITIONS))
     ops = draw(st.lists(op_dicts(), min_size=1 if composition == "choose-one" else 0, max_size=5))
@@ -74,7 +100,8 @@ def policy_dicts(draw: Any) -> dict[str, Any]:
         weights = draw(st.lists(st.floats(0.0, 1e6), min_size=n_choices, max_size=n_choices)
                        .filter(lambda w: sum(w) > 0))
     size = draw(st.none() | st.lists(st.integers(1, MAX_IMAGE_SIDE), min_size=2, max_size=2))
-    return {
+    class_ranges = draw(st.none() | class_ranges_for(ops))
+    return {**({} if class_ranges is None else {"class_ranges": class_ranges}),
         "schema": SCHEMA, "version": SCHEMA_VERSION, "composition": composition, "ops": ops, "weights": weights,
         "sub_policies": sub_policies, "image": {"value_range": [0.0, 1.0], "size": size},
         "gates": {"temperature": draw(st.floats(0.0, 1e6, exclude_min=True)), "hard": draw(st.booleans())},
@@ -124,7 +151,7 @@ def _check_loads_or_refuses(load) -> None:
     except PolicyFormatError as e:
         assert "\n" not in str(e) and len(str(e)) < 600, str(e)
         return
-    assert isinstance(policy, Policy)
+    assert isinstance(policy, (Policy, ClassRangesPolicy))
     canonical = policy.to_dict()
     assert policy_from_dict(json.loads(json.dumps(canonical, allow_nan=False))).to_dict() == canonical
 

@@ -185,5 +185,5 @@ def test_per_class_ranges_learn_apart_and_resume_exactly(digits, method, tmp_pat
 
 
 def test_per_class_ranges_need_a_learned_policy():
-    with pytest.raises(ConfigError, match="--policy-per-class learns one range per op and class; it needs --policy learn"):
+    with pytest.raises(ConfigError, match="--policy-per-class learns one range per op and class; it needs --policy"):
         PolicyConfig(mode="fixed", per_class=True)
