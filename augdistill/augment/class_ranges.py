@@ -119,6 +119,16 @@ class ClassRangesPolicy(nn.Module):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def check_classes(self, num_classes: int, source: str) -> None:
+        """Refuse data of another class count than this policy's ranges (``source`` names the policy in the error).
+
+        Raises:
+            ConfigError: ``num_classes`` differs from :attr:`num_classes`.
+        """
+        if num_classes != self.num_classes:
+            raise ConfigError(f"{source}: a per-class policy of {self.num_classes} classes "
+                              f"({', '.join(self.class_names)[:80]}) cannot augment data of {num_classes} classes")
+
     @property
     def ops(self) -> nn.ModuleList:
         """The wrapped policy's ops (names, probabilities; their ranges are the table's)."""

@@ -152,6 +152,8 @@ class Distiller:
             policy = policy_from_config(self.config.policy, self.data.info.image_shape[1:])
         if self.config.policy.per_class and not isinstance(policy, ClassRangesPolicy):
             policy = ClassRangesPolicy(policy, self.data.info.class_names)
+        if isinstance(policy, ClassRangesPolicy):
+            policy.check_classes(self.data.info.num_classes, self.config.policy.init_file or "the policy")
         policy = policy.to(self.device).train()
         policy.requires_grad_(mode == "learn")
         if mode == "learn":

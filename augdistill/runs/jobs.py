@@ -483,16 +483,20 @@ class Evaluation:
 def evaluation_policy(augment: str, run_dir: Path, info: Any) -> nn.Module | None:
     """The policy the evaluation networks train with: ``none``, ``run`` (the run's ``policy.json``),
     ``dsa`` (DSA's fixed policy; without flips on digit datasets) or a policy JSON path."""
-    from augdistill.augment import dsa_policy, load_policy
+    from augdistill.augment import ClassRangesPolicy, dsa_policy, load_policy
     if augment == "none":
         return None
-    if augment == "run":
-        return _load_run_policy(run_dir)
     if augment == "dsa":
         return dsa_policy(info.image_shape[1:], flip=info.name not in ("digits", "digits-rot", "mnist"))
-    if not Path(augment).is_file():
+    if augment == "run":
+        policy, source = _load_run_policy(run_dir), str(run_dir / POLICY_FILE)
+    elif Path(augment).is_file():
+        policy, source = load_policy(augment), augment
+    else:
         raise ConfigError(f"--aug must be none, run, dsa or a policy JSON file; {augment!r} is none of these")
-    return load_policy(augment)
+    if isinstance(policy, ClassRangesPolicy):
+        policy.check_classes(info.num_classes, source)
+    return policy
 
 
 def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5, device: str = "cpu",

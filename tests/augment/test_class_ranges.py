@@ -196,3 +196,16 @@ def test_a_policy_without_ops_has_an_empty_table_and_is_the_identity():
     x = torch.rand(2, 1, 4, 4)
     assert policy.table().shape == (2, 0, 2) and torch.equal(policy(x, labels=torch.tensor([0, 1])), x)
     assert policy_from_dict(policy.to_dict()).to_dict() == policy.to_dict()
+
+
+def test_a_per_class_policy_refuses_data_of_another_class_count(digits, tmp_path):
+    from augdistill.config import DistillConfig, PolicyConfig
+    from augdistill.distill import Distiller
+    from augdistill.runs.jobs import evaluation_policy
+    path = tmp_path / "three.json"
+    ClassRangesPolicy(dsa_policy((8, 8)), ["a", "b", "c"]).save(path)
+    with pytest.raises(ConfigError, match=r"three.json: a per-class policy of 3 classes \(a, b, c\) cannot augment "
+                                          r"data of 10 classes"):
+        evaluation_policy(str(path), tmp_path, digits.info)
+    with pytest.raises(ConfigError, match="a per-class policy of 3 classes"):
+        Distiller(DistillConfig(policy=PolicyConfig(mode="fixed", init_file=str(path))), digits)
