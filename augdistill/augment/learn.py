@@ -71,32 +71,33 @@ def _base(policy: Any) -> Policy:
     return policy
 
 
+def _magnitude_parameters(policy: Policy | ClassRangesPolicy) -> list[list[nn.Parameter]]:
+    """Per op, the tensors that hold its range: the op's ``low`` / ``high``, or a per-class policy's columns."""
+    if isinstance(policy, ClassRangesPolicy):
+        return [[d[str(i)] for d in (policy.low, policy.high) if str(i) in d] for i in range(len(policy.ops))]
+    return [[p for p in (op.low, op.high) if p is not None] for op in policy.ops]
+
+
 def policy_param_groups(policy: Policy | ClassRangesPolicy, lr: float) -> list[dict[str, Any]]:
     """Optimiser param groups for ``policy``: magnitude lr scaled by each op's allowed range.
 
     With Adam, ``lr=0.01`` moves a rotation range by about 3.6° per step and a translation by
     0.01 of the image; probabilities and choice weights use ``lr`` as is. Frozen parameters
-    (``requires_grad=False``) are left out. A per-class policy's ranges take the same scaled rates, one group per op.
+    (``requires_grad=False``) are left out. A per-class policy's columns of an op take that op's scaled rate.
     """
     base = _base(policy)
     if real_number(lr) is None or not lr > 0:
         raise ConfigError(f"lr must be a finite number > 0, got {lr!r:.40}")
     groups: list[dict[str, Any]] = []
-    for op in base.ops:
+    for op, ranges in zip(base.ops, _magnitude_parameters(policy)):
         if op.probability.requires_grad:
             groups.append({"params": [op.probability], "lr": lr})
-        magnitude = [p for p in (op.low, op.high) if p is not None and p.requires_grad]
+        magnitude = [p for p in ranges if p.requires_grad]
         if magnitude:
             lo_b, hi_b = op.spec.bounds  # type: ignore[misc]
             groups.append({"params": magnitude, "lr": lr * (hi_b - lo_b)})
     if base.weights is not None and base.weights.requires_grad:
         groups.append({"params": [base.weights], "lr": lr})
-    if isinstance(policy, ClassRangesPolicy):  # each op's per-class columns, scaled like the op's own range
-        for i, op in enumerate(base.ops):
-            columns = [d[str(i)] for d in (policy.low, policy.high) if str(i) in d and d[str(i)].requires_grad]
-            if columns:
-                lo_b, hi_b = op.spec.bounds  # type: ignore[misc]
-                groups.append({"params": columns, "lr": lr * (hi_b - lo_b)})
     return groups
 
 
@@ -124,8 +125,7 @@ def learn_only(policy: Policy | ClassRangesPolicy, kinds: tuple[str, ...]) -> No
                           f"{','.join(kinds)!r:.80}")
     by_kind: dict[str, list[nn.Parameter]] = {
         "probabilities": [op.probability for op in base.ops],
-        "magnitudes": ([*policy.low.values(), *policy.high.values()] if isinstance(policy, ClassRangesPolicy)
-                       else [p for op in base.ops for p in (op.low, op.high) if p is not None]),
+        "magnitudes": [p for ranges in _magnitude_parameters(policy) for p in ranges],
         "weights": [base.weights] if base.weights is not None else [],
     }
     for kind, params in by_kind.items():
