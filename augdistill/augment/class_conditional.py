@@ -26,7 +26,7 @@ class ClassConditional(torch.nn.Module):
         pipelines: one module per class, in class-id order.
 
     Example:
-        >>> keep_or_zero = ClassConditional([torch.nn.Identity(), torch.nn.Hardtanh(0.0, 0.0)])
+        >>> keep_or_zero = ClassConditional([torch.nn.Identity(), torch.nn.Threshold(2.0, 0.0)])  # class 1: zeros
         >>> keep_or_zero(torch.ones(2, 1, 1, 1), torch.tensor([0, 1]))[0].flatten().tolist()
         [1.0, 0.0]
     """
