@@ -145,20 +145,20 @@ class ClassRangesPolicy(nn.Module):
     def table(self) -> Tensor:
         """``(K, N, 2)`` physical ``(low, high)`` per class and op, differentiable (ops without magnitude: their
         identity, a constant)."""
+        device = self._device()
         columns = []
         for i, op in enumerate(self.policy.ops):
             ends = self.op_ranges(i)
             if ends is None:
-                ends = (self._constant(op.spec.identity),) * 2
+                ends = (torch.full((self.num_classes,), op.spec.identity, dtype=torch.float64, device=device),) * 2
             columns.append(torch.stack(ends, dim=-1))
         if not columns:
-            return torch.zeros(self.num_classes, 0, 2, dtype=torch.float64)
+            return torch.zeros(self.num_classes, 0, 2, dtype=torch.float64, device=device)
         return torch.stack(columns, dim=1)
 
-    def _constant(self, value: float) -> Tensor:
-        anchor = next(iter(self.high.values()), None)
-        device = anchor.device if anchor is not None else self.policy.ops[0].probability.device
-        return torch.full((self.num_classes,), value, dtype=torch.float64, device=device)
+    def _device(self) -> torch.device:
+        """Where the policy's tensors live (the wrapped policy's gates are always there)."""
+        return next(self.parameters(), torch.empty(0)).device
 
     def ranges(self, labels: Tensor) -> Tensor:
         """``(B, N, 2)`` the ranges of each image's class (``labels`` ``(B,)`` class ids)."""
@@ -198,8 +198,8 @@ class ClassRangesPolicy(nn.Module):
         spans = []
         for i, op in enumerate(self.policy.ops):
             ends = self.op_ranges(i)
-            if ends is None:
-                spans.append(self._constant(1.0).mean())
+            if ends is None:  # an op without magnitude counts its probability alone
+                spans.append(torch.ones((), dtype=torch.float64, device=self._device()))
                 continue
             lo_b, hi_b = op.spec.bounds  # type: ignore[misc]
             spans.append(((ends[1] - ends[0]).abs() / (hi_b - lo_b)).mean())
