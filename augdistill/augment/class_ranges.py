@@ -210,15 +210,10 @@ class ClassRangesPolicy(nn.Module):
 
     def magnitudes(self) -> dict[str, Tensor]:
         """``label -> (2,) tensor [low, high]``, each the mean over the classes (detached float64; flips omitted),
-        as :meth:`Policy.magnitudes` (what a run's history records); :meth:`class_magnitudes` has every class's."""
+        as :meth:`Policy.magnitudes` (what a run's history and the JSON's ``ops`` record); :meth:`table` has every
+        class's."""
         table = self.table().detach().mean(dim=0)
         return {label: table[i] for i, label in enumerate(self.op_labels()) if self.policy.ops[i].spec.has_magnitude}
-
-    def class_magnitudes(self) -> dict[str, dict[str, Tensor]]:
-        """``class name -> label -> (2,) tensor [low, high]`` (detached float64; flips omitted)."""
-        table = self.table().detach()
-        return {name: {label: table[k, i] for i, label in enumerate(self.op_labels())
-                       if self.policy.ops[i].spec.has_magnitude} for k, name in enumerate(self.class_names)}
 
     def probabilities(self) -> dict[str, Tensor]:
         return self.policy.probabilities()

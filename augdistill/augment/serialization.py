@@ -100,13 +100,12 @@ def class_ranges_to_dict(policy: ClassRangesPolicy, provenance: Mapping[str, Any
     (what ``policy show`` and a class-blind reader see), plus ``class_ranges`` ``{"classes": [K names], "ranges": K
     rows of one ``[low, high]`` per op (``null`` for ops without magnitude)}``."""
     data = policy_to_dict(policy.policy, provenance)
+    means = policy.magnitudes()
+    for entry, label, op in zip(data["ops"], policy.op_labels(), policy.ops):
+        if label in means:
+            low, high = sorted(float(v) for v in means[label])
+            entry["magnitude"].update(low=2 * op.spec.identity - high if op.symmetric else low, high=high)
     table = policy.table()
-    for i, op in enumerate(policy.ops):
-        if op.spec.has_magnitude:
-            low, high = sorted(float(v) for v in table[:, i].mean(dim=0))
-            if op.symmetric:
-                low = 2 * op.spec.identity - high
-            data["ops"][i]["magnitude"].update(low=low, high=high)
     rows = [[sorted((float(table[k, i, 0]), float(table[k, i, 1]))) if op.spec.has_magnitude else None
              for i, op in enumerate(policy.ops)] for k in range(policy.num_classes)]
     data["class_ranges"] = {"classes": list(policy.class_names), "ranges": rows}
