@@ -340,7 +340,9 @@ class PolicyConfig:
     ``every``: the learned policy (its objective, its critic and its update) takes part in every ``every``-th outer
     step only, so that under a wall budget the synthetic set gets about as many steps as with a fixed policy.
     ``per_class``: learn one magnitude range per op and class (:class:`~augdistill.augment.ClassRangesPolicy`,
-    every class starting from the policy's ranges); gates and choice weights stay shared.
+    every class starting from the policy's ranges); gates and choice weights stay shared. ``adversarial`` (α): on
+    the policy's turns the policy also ascends the matching loss, receiving ``−α`` times its gradient (0: the
+    matching loss sees the policy frozen); needs a method whose loss supports it (``dm``).
     """
 
     mode: str = setting("none", "--policy", choices=("none", "fixed", "learn"))
@@ -362,6 +364,7 @@ class PolicyConfig:
     learn: tuple[str, ...] = setting(POLICY_PARAMETER_KINDS, "--policy-learn")
     every: int = setting(1, "--policy-every", low=1, high=1_000_000)
     per_class: bool = setting(False, "--policy-per-class")
+    adversarial: float = setting(0.0, "--policy-adversarial", low=0, high=1e6)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -372,6 +375,9 @@ class PolicyConfig:
         _require(not self.per_class or self.mode == "learn",
                  "--policy-per-class learns one range per op and class; it needs --policy learn, got --policy "
                  f"{self.mode}")
+        _require(not self.adversarial or self.mode == "learn",
+                 f"--policy-adversarial {self.adversarial} trains the policy as an adversary; it needs --policy learn, "
+                 f"got --policy {self.mode}")
         _require(self.mode != "none" or self.init_file is None,
                  f"--policy none contradicts --policy-init {self.init_file} (a policy file is used by --policy "
                  "fixed or learn)")

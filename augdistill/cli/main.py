@@ -171,6 +171,9 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
                         "choice among sub-policies); the rest stays as --policy-init has it")
     p.add_argument("--policy-every", type=int, default=d.policy.every, metavar="N",
                    help="a learned policy (its objective, critic and update) takes part in every N-th outer step only")
+    p.add_argument("--policy-adversarial", type=float, default=d.policy.adversarial, metavar="ALPHA",
+                   help="dm: on its turns the learned policy also ascends the matching loss, receiving -ALPHA times "
+                        "its gradient (Adversarial AutoAugment); 0: the matching loss sees the policy frozen")
     p.add_argument("--policy-per-class", action="store_true", default=d.policy.per_class,
                    help="learn one magnitude range per op and class (each class starts from the policy's ranges); "
                         "the gates and the choice among sub-policies stay shared")
@@ -237,7 +240,7 @@ def _config_from_args(a: argparse.Namespace) -> DistillConfig:
                             inner_lr=a.policy_inner_lr, width_measure=a.width_measure, critic=a.policy_critic,
                             critic_lr=a.critic_lr, critic_steps=a.critic_steps, critic_reset=a.critic_reset,
                             critic_per_class=a.critic_per_class, every=a.policy_every,
-                            per_class=a.policy_per_class,
+                            per_class=a.policy_per_class, adversarial=a.policy_adversarial,
                             learn=tuple(k for k in a.policy_learn.split(",") if k)),
     )
 

@@ -104,6 +104,9 @@ class Distiller:
         self.method: Method = method_class(config.method.name)(
             MethodEnv(config, self.model, self.synthetic, info, self.generators, self.device))
         self.optimizer = self._build_optimizer()
+        if config.policy.adversarial and not self.method.adversarial_policy:
+            raise ConfigError(f"--policy-adversarial makes the policy the adversary of a matching loss; --method "
+                              f"{config.method.name} has none it can read (use --method dm)")
         self.policy = self._setup_policy(policy)
         learn = self.policy is not None and config.policy.mode == "learn"
         self.policy_optimizer = (torch.optim.Adam(policy_param_groups(self.policy, config.policy.lr))
@@ -180,8 +183,10 @@ class Distiller:
         policy_turn = self.policy_turn()
         x_real, y_real = self.sampler.sample(cfg.outer.real_per_class, self.generators["data"])
         shard = dist.shard if self.method.shards else Shard()
-        batch = OuterBatch(x_real, y_real, self.stream.step(), self.iteration, shard,
-                           step_seed(cfg.outer.seed, self.iteration))
+        augment = self.stream.step()
+        if policy_turn and cfg.policy.adversarial:
+            augment = augment.adversarial(cfg.policy.adversarial)
+        batch = OuterBatch(x_real, y_real, augment, self.iteration, shard, step_seed(cfg.outer.seed, self.iteration))
         self.optimizer.zero_grad(set_to_none=True)
         if self.policy_optimizer is not None:
             self.policy_optimizer.zero_grad(set_to_none=True)

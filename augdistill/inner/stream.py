@@ -29,7 +29,32 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-__all__ = ["AugmentStream", "StepAugment", "select_rows"]
+__all__ = ["AugmentStream", "StepAugment", "scale_gradient", "select_rows"]
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """The identity forward; the backward multiplies the incoming gradient by a constant."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.scale, None
+
+
+def scale_gradient(x: Tensor, scale: float) -> Tensor:
+    """``x`` unchanged, but the gradient that reaches ``x`` through the result is multiplied by ``scale``
+    (a negative ``scale`` reverses it: what the loss descends, ``x`` ascends).
+
+    Example:
+        >>> x = torch.tensor(2.0, requires_grad=True)
+        >>> (scale_gradient(x, -0.5) ** 2).backward(); x.grad.item()
+        -2.0
+    """
+    return _ScaleGradient.apply(x, scale)
 
 
 def select_rows(draw: Any, rows: Tensor) -> Any:
@@ -46,16 +71,19 @@ class StepAugment:
         policy: the augmentation policy, or ``None`` (both calls are then the identity).
         class_draw: one draw per class (``num_classes`` rows) when siamese, else ``None``.
         synthetic_generator, real_generator: where fresh (non-siamese) draws come from.
-        policy_grad: whether the result carries gradient to the policy's parameters. Matching
-            methods take a :meth:`frozen` view so that their loss cannot move the policy (the policy
-            learns only from the augmentation objective).
+        policy_grad: the factor on the gradient the policy's parameters receive through the augmented
+            images: 1 as computed, 0 none (the policy is read detached), negative: reversed.
+        matching_grad: the factor a matching loss passes on (:meth:`matching`): 0, so that the matching
+            loss cannot move the policy (it learns from the augmentation objective only), unless the step is
+            :meth:`adversarial`.
     """
 
     policy: nn.Module | None
     class_draw: Any
     synthetic_generator: torch.Generator
     real_generator: torch.Generator
-    policy_grad: bool = True
+    policy_grad: float = 1.0
+    matching_grad: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -66,9 +94,25 @@ class StepAugment:
         """Whether batches draw afresh from the generators (an active policy without a siamese class draw)."""
         return self.active and self.class_draw is None
 
+    @property
+    def carries_gradient(self) -> bool:
+        """Whether augmented batches carry gradient to the policy's parameters."""
+        return self.active and self.policy_grad != 0
+
     def frozen(self) -> "StepAugment":
         """The same draws, applied with the policy's parameters detached."""
-        return dataclasses.replace(self, policy_grad=False)
+        return dataclasses.replace(self, policy_grad=0.0)
+
+    def matching(self) -> "StepAugment":
+        """The view a matching loss (gradient or distribution matching) augments through: frozen, or with the
+        gradient reversed on an :meth:`adversarial` step."""
+        return dataclasses.replace(self, policy_grad=self.matching_grad)
+
+    def adversarial(self, weight: float) -> "StepAugment":
+        """This step with the policy as the matching loss's adversary: through :meth:`matching` views the policy
+        receives ``-weight`` times the loss's gradient, so it ascends the loss the synthetic set descends
+        (Adversarial AutoAugment, Zhang et al. 2020, arXiv 1912.11188)."""
+        return dataclasses.replace(self, matching_grad=-weight)
 
     def training_draws(self) -> "StepAugment":
         """The augmentation a network trains with inside a step: a new draw for every call (no class draw),
@@ -90,10 +134,11 @@ class StepAugment:
             params = select_rows(self.class_draw, labels)
         else:
             params = self.policy.sample(x.shape[0], generator=generator, device=x.device)
-        if self.policy_grad:
+        if self.policy_grad == 1:
             return self.policy(x, params=params, labels=labels)
-        detached = {name: p.detach() for name, p in self.policy.named_parameters()}
-        return functional_call(self.policy, detached, (x,), {"params": params, "labels": labels})
+        parameters = {name: p.detach() if self.policy_grad == 0 else scale_gradient(p, self.policy_grad)
+                      for name, p in self.policy.named_parameters()}
+        return functional_call(self.policy, parameters, (x,), {"params": params, "labels": labels})
 
 
 class AugmentStream:

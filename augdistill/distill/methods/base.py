@@ -145,6 +145,9 @@ class Method(nn.Module):
     #: from ``batch.unit_generator`` / ``batch.unit_augment`` (see :mod:`augdistill.distill.distributed`).
     #: ``False``: every rank computes everything from the shared streams and the loop scales by 1 / ranks.
     shards: ClassVar[bool] = False
+    #: whether the matching loss augments both its sides through :meth:`StepAugment.matching` with a graph, so that
+    #: ``--policy-adversarial`` can make the policy its adversary.
+    adversarial_policy: ClassVar[bool] = False
 
     def __init__(self, env: MethodEnv) -> None:
         super().__init__()

@@ -41,10 +41,12 @@ distribution rather than its mean only (:func:`gaussian_mmd`); ``--dm-bandwidth`
 relative to the median squared distance between the class's real embeddings. It is scaled so that a very wide kernel
 gives DM's loss back.
 
-How the policy learns (``--policy learn``): the matching loss sees the policy frozen
-(:meth:`StepAugment.frozen`); the loop learns the policy from the augmentation objective alone
+How the policy learns (``--policy learn``): the matching loss sees the policy through
+:meth:`StepAugment.matching`, frozen, and the loop learns the policy from the augmentation objective alone
 (:meth:`PolicyObjective.standalone`: a short augmented unroll on the detached synthetic set, then the
-augmented-real loss minus the width bonus).
+augmented-real loss minus the width bonus). With ``--policy-adversarial α`` the policy is also the matching loss's
+adversary on its turns: it receives ``−α`` times the loss's gradient through both the real and the synthetic side
+(the real side is then embedded with a graph), so it ascends the loss the synthetic set descends.
 """
 
 from __future__ import annotations
@@ -256,6 +258,7 @@ class DistributionMatching(Method):
 
     name = "dm"
     shards = True
+    adversarial_policy = True
     default_model = ModelConfig(name="convnet", width=128, depth=3, norm="instance")
     #: SGD with momentum 0.5 as in the paper; its image lr 1.0 is for normalised images, ours are in [0, 1]
     #: pixels: the same step is lr · std², about 1.0 · 0.1 for the grey-scale datasets.
@@ -315,7 +318,7 @@ class DistributionMatching(Method):
         if not classes:
             return
         synthetic = env.synthetic
-        with torch.no_grad():
+        with torch.set_grad_enabled(batch.augment.matching().carries_gradient):  # a graph only for an adversary
             x, real_owned = self._owned(batch, classes, batch.x_real, batch.y_real, "real")
             real_features, real_attention = self._embed(params, x)
             real_means = [class_means(f, real_owned, len(classes)) for f in real_features]
@@ -359,7 +362,7 @@ class DistributionMatching(Method):
         ``classes``. ``labels`` ``(N,)`` must hold every class equally often (in any order); ``side`` is
         ``"real"`` or ``"synthetic"``. No host sync: the rows are found by a stable sort of the labels."""
         num_classes = self.env.info.num_classes
-        augment = batch.augment.frozen()
+        augment = batch.augment.matching()
         if len(classes) == num_classes and not augment.fresh:
             return getattr(augment, side)(x, labels), labels
         per_class = labels.shape[0] // num_classes
@@ -368,5 +371,5 @@ class DistributionMatching(Method):
         if not augment.fresh:
             mine = rows[classes.start:classes.stop:classes.step].flatten()
             return getattr(augment, side)(x[mine], labels[mine]), owned
-        return torch.cat([getattr(batch.unit_augment(c).frozen(), side)(x[rows[c]], labels[rows[c]])
+        return torch.cat([getattr(batch.unit_augment(c).matching(), side)(x[rows[c]], labels[rows[c]])
                           for c in classes]), owned

@@ -366,3 +366,55 @@ def test_the_command_line_runs_the_gaussian_kernel(tmp_path):
                  "--eval-every", "0", "--final-nets", "0", "--out", str(tmp_path)]) == 0
     method = json.loads((tmp_path / "config.json").read_text())["method"]
     assert (method["kernel"], method["bandwidth"]) == ("gaussian", 2.0)
+
+
+def test_adversarial_policy_receives_the_reversed_gradient_of_the_matching_loss(digits, float64):
+    # The policy's gradient through both the real and the synthetic side, against the explicit loss computed with
+    # the policy applied directly (gradient not reversed); the synthetic images' gradient is unchanged.
+    alpha = 0.3
+    d = _distiller(digits, policy="learn", siamese=True)
+    d.synthetic.images.data = d.synthetic.images.data.double()
+    x_real, y_real = d.sampler.sample(3, d.generators["data"])
+    x_real = x_real.double()
+    theta = sample_params(d.model, torch.Generator().manual_seed(d.generators["init"].initial_seed()))
+    augment = d.stream.step()
+    (part,) = list(d.method.losses(OuterBatch(x_real, y_real, augment.adversarial(alpha), 0)))
+    part.loss.backward()
+
+    x_syn = d.synthetic.images.detach().clone().requires_grad_()
+    policy = [p for p in d.policy.parameters() if p.requires_grad]
+    expected = _reference_loss(d, theta, augment.synthetic(x_syn, d.synthetic.labels), augment.real(x_real, y_real),
+                               y_real)
+    *expected_policy, expected_images = torch.autograd.grad(expected, [*policy, x_syn])
+    torch.testing.assert_close(part.loss, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(d.synthetic.images.grad, expected_images, rtol=1e-8, atol=1e-12)
+    assert sum(float(g.abs().sum()) for g in expected_policy) > 1e-6
+    for p, g in zip(policy, expected_policy, strict=True):
+        torch.testing.assert_close(p.grad, -alpha * g, rtol=1e-8, atol=1e-12)
+
+
+def test_the_loop_adds_the_adversarial_gradient_on_the_policy_turns_only(digits):
+    # Twin runs that differ only in α: on a policy turn (the first step) the policy's gradient is the objective's plus −α times the
+    # matching loss's, so (g_α − g_0) / α is the same for two α; off its turns the policy gets no gradient.
+    def policy_grads(alpha: float, every: int = 1, steps: int = 1) -> list[torch.Tensor]:
+        cfg = DistillConfig(method=MethodConfig(name="dm"), model=MODEL, synthetic=SyntheticConfig(ipc=2),
+                            outer=OuterConfig(real_per_class=3),
+                            policy=PolicyConfig(mode="learn", ops=tuple(OPS), siamese=True, inner_steps=2,
+                                                adversarial=alpha, every=every))
+        d = Distiller(cfg, digits, policy=build_policy(OPS, image_size=(8, 8), probability=0.9))
+        for _ in range(steps):
+            d.step()
+        return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in d.policy.parameters()]
+
+    base, one, three = policy_grads(0.0), policy_grads(1.0), policy_grads(3.0)
+    for g0, g1, g3 in zip(base, one, three, strict=True):
+        torch.testing.assert_close(g3 - g0, 3 * (g1 - g0), rtol=1e-4, atol=1e-6)
+    assert sum(float((g1 - g0).abs().sum()) for g0, g1 in zip(base, one)) > 1e-6
+    # with --policy-every 2 the second step is not the policy's turn: nothing reaches it
+    assert all(float(g.abs().sum()) == 0 for g in policy_grads(1.0, every=2, steps=2))
+
+
+def test_adversarial_policy_needs_a_matching_loss(digits):
+    cfg = DistillConfig(policy=PolicyConfig(mode="learn", ops=("rotate",), adversarial=0.1))
+    with pytest.raises(ConfigError, match="--method wang has none it can read"):
+        Distiller(cfg, digits)
