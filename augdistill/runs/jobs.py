@@ -431,7 +431,9 @@ def _save_policy(distiller: Distiller, path: Path, metrics: dict[str, Any]) -> N
                   "method": (f"augdistill distill --method {cfg.method.name} --policy {cfg.policy.mode} "
                              f"(ipc {cfg.synthetic.ipc}, the state of iteration {metrics['selected_iteration']} "
                              f"of {distiller.iteration}, "
-                             f"width weight {cfg.policy.width_weight})"),
+                             f"width weight {cfg.policy.width_weight}"
+                             + (f", adversarial weight {cfg.policy.adversarial}" if cfg.policy.adversarial else "")
+                             + ")"),
                   "seed": cfg.outer.seed, "date": datetime.date.today().isoformat(), "metrics": metrics}
     save_json(distiller.policy.to_dict(provenance=provenance), path)
 
