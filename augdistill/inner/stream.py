@@ -104,8 +104,9 @@ class StepAugment:
         return dataclasses.replace(self, policy_grad=0.0)
 
     def matching(self) -> "StepAugment":
-        """The view a matching loss (gradient or distribution matching) augments through: frozen, or with the
-        gradient reversed on an :meth:`adversarial` step."""
+        """The view through which a matching loss that can have the policy as its adversary
+        (``Method.adversarial_policy``, e.g. distribution matching) augments: frozen, or with the gradient reversed
+        on an :meth:`adversarial` step."""
         return dataclasses.replace(self, policy_grad=self.matching_grad)
 
     def adversarial(self, weight: float) -> "StepAugment":
