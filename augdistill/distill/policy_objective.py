@@ -30,6 +30,10 @@ to the identity): ``aug_weight · (CE(θ; A(x_real)) − λ · width)``. Which n
   per image, never the siamese class draw) and the width; the critic's parameters are constants of the
   objective. With ``lookahead`` it flows through the augmented synthetic batches of the unroll.
 
+A method may also make the policy its matching loss's adversary (``config.adversarial`` α > 0, distribution
+matching): on the policy's turns the loss's gradient reaches the policy multiplied by ``−α``
+(:meth:`~augdistill.inner.StepAugment.adversarial`) and adds to this objective's.
+
 The width is :meth:`Policy.width` (``width_measure="range"``), or :func:`~augdistill.augment.policy_spread`
 (``"spread"``), which counts an op without magnitude (a flip) by ``4p(1 − p)`` instead of ``p`` so that the
 bonus pushes it toward p = 0.5, its most diverse setting, rather than to an always-on flip.
