@@ -101,12 +101,13 @@ class Distiller:
         self.synthetic = self._build_synthetic()
         #: ``--ema``: the moving average of the set, which validation, selection and export use (None: off).
         self.average = SyntheticAverage(self.synthetic, config.outer.ema) if config.outer.ema else None
-        self.method: Method = method_class(config.method.name)(
-            MethodEnv(config, self.model, self.synthetic, info, self.generators, self.device))
-        self.optimizer = self._build_optimizer()
-        if config.policy.adversarial and not self.method.adversarial_policy:
+        kind = method_class(config.method.name)
+        if config.policy.adversarial and not kind.adversarial_policy:  # refused before the method is built
             raise ConfigError(f"--policy-adversarial makes the policy the adversary of a matching loss; --method "
                               f"{config.method.name} has none it can read (use --method dm)")
+        self.method: Method = kind(
+            MethodEnv(config, self.model, self.synthetic, info, self.generators, self.device))
+        self.optimizer = self._build_optimizer()
         self.policy = self._setup_policy(policy)
         learn = self.policy is not None and config.policy.mode == "learn"
         self.policy_optimizer = (torch.optim.Adam(policy_param_groups(self.policy, config.policy.lr))
