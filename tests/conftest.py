@@ -16,3 +16,13 @@ def digits():
 @pytest.fixture(autouse=True)
 def _two_threads():
     torch.set_num_threads(2)
+
+
+@pytest.fixture
+def one_thread():
+    """One thread for the test (tiny tensors run fastest so and stay fast on shared cores); restored after.
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

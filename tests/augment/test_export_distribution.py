@@ -153,12 +153,7 @@ def _policy_measurements(name: str) -> list[np.ndarray]:
     return measure(name, out, x)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", list(RANGES))

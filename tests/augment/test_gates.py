@@ -24,12 +24,7 @@ B, C, H, W = 4, 3, 10, 12
 EPS = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(seed: int = 0) -> torch.Tensor:

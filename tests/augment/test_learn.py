@@ -12,13 +12,7 @@ from augdistill.errors import ConfigError
 from augdistill.models import build_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny 8x8 convs run fastest on one thread, and stay fast when the CPU is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _setup(dataset: str, seed: int = 0):
