@@ -20,7 +20,7 @@ def _two_threads():
 
 @pytest.fixture
 def one_thread():
-    """One thread for the test (tiny tensors run fastest so and stay fast on shared cores); restored after.
+    """One thread for the test, restored after: tiny tensors run fastest on one, and stay fast on shared cores.
     A module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
