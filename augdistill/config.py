@@ -186,7 +186,8 @@ class SyntheticConfig:
     decoders of ``decoder_width`` hidden channels, fitted to real images by ``fit_steps`` Adam steps
     first). ``init`` starts it from random ``real`` images, the real images that ``herding`` picks (the
     nearest to the class mean first; :func:`~augdistill.data.sampling.herd`) or ``noise``; ``learn_labels``
-    learns soft labels of the decoded images.
+    learns soft labels of the decoded images. ``clip_pixels`` projects the stored pixels (``pixels``,
+    ``multi-formation``) back into ``[0, 1]`` after every outer step, so that the set stays a set of images.
     """
 
     ipc: int = setting(1, "--ipc", low=1, high=10_000, why="memory")
@@ -199,6 +200,7 @@ class SyntheticConfig:
     decoder_width: int = setting(8, "--decoder-width", low=1, high=1024, why="memory")
     codes: int = setting(0, "--codes", low=0, high=10_000, why="memory")
     fit_steps: int = setting(300, "--fit-steps", low=0, high=100_000, why="work")
+    clip_pixels: bool = setting(False, "--clip-pixels")
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -67,6 +67,8 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
     p.add_argument("--syn-init", default=d.synthetic.init, choices=("real", "herding", "noise"),
                    help="random real images, the real images herding picks (nearest the class mean first), or noise")
     p.add_argument("--learn-labels", action="store_true", default=d.synthetic.learn_labels, help="learn soft labels")
+    p.add_argument("--clip-pixels", action="store_true", default=d.synthetic.clip_pixels,
+                   help="pixels, multi-formation: project the stored pixels into [0, 1] after every outer step")
     p.add_argument("--lr-init", type=float, default=d.method.lr_init, help="wang: initial inner learning rate")
     p.add_argument("--lr-cap", type=float, default=d.method.lr_cap, help="wang: upper bound of learned inner lrs")
     p.add_argument("--expert-dir", default=d.method.expert_dir,
@@ -225,7 +227,8 @@ def _config_from_args(a: argparse.Namespace) -> DistillConfig:
         model=ModelConfig(name=a.model, width=a.width, depth=a.depth, norm=a.norm),
         synthetic=SyntheticConfig(ipc=a.ipc, init=a.syn_init, learn_labels=a.learn_labels, param=a.param,
                                   factor=a.factor, decoders=a.decoders, latent_dim=a.latent_dim,
-                                  decoder_width=a.decoder_width, codes=a.codes, fit_steps=a.fit_steps),
+                                  decoder_width=a.decoder_width, codes=a.codes, fit_steps=a.fit_steps,
+                                  clip_pixels=a.clip_pixels),
         inner=InnerConfig(steps=a.inner_steps, epochs=a.inner_epochs, batch_per_class=a.batch_per_class,
                           momentum=a.momentum, checkpoint=a.checkpoint_inner, precision=a.inner_precision,
                           compile=a.compile_inner),

@@ -125,6 +125,9 @@ class Distiller:
         if cfg.param not in PARAMETERISATIONS:
             raise ConfigError(f"unknown --param '{cfg.param}'; expected one of {', '.join(PARAMETERISATIONS)}")
         kind = PARAMETERISATIONS[cfg.param]
+        if cfg.clip_pixels and not kind.pixel_tensors:
+            raise ConfigError(f"--clip-pixels projects stored pixels into [0, 1]; --param {cfg.param} stores none "
+                              f"(use --param pixels or multi-formation)")
         per_class = kind.real_per_class(self.config, info.num_classes, info.image_shape)
         if cfg.init == "real":
             images, _ = take_per_class(self.data.train.x, self.data.train.y, info.num_classes, per_class,
@@ -224,6 +227,8 @@ class Distiller:
                 f"outer step {self.iteration + 1}: loss={loss_value}, gradient norm={norm_value}; "
                 "try a new run with lower --lr-images, --lr-lrs or --lr-cap")
         self.optimizer.step()
+        if cfg.synthetic.clip_pixels:
+            self.synthetic.clip_pixels_()
         if policy_turn:
             self.policy_optimizer.step()
         if not all(bool(torch.isfinite(p).all()) for p in self.method.parameters()):

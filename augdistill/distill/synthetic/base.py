@@ -52,6 +52,8 @@ class SyntheticData(nn.Module, ABC):
     kind: ClassVar[str]
     #: the resolution factor (``--factor``) a parameterisation uses when the configuration leaves it ``None``.
     default_factor: ClassVar[int] = 1
+    #: the stored tensors that hold pixels in ``[0, 1]`` units, which ``--clip-pixels`` projects (none: refused).
+    pixel_tensors: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, num_classes: int, ipc: int, image_shape: tuple[int, int, int], decoded_per_class: int, *,
                  learn_labels: bool = False, label_init_confidence: float = 0.9,
@@ -119,6 +121,13 @@ class SyntheticData(nn.Module, ABC):
         return [{"params": [p for name, p in self.named_parameters() if name != "label_logits"], "lr": lr}]
 
     # -- shared ---------------------------------------------------------------------------------
+    def clip_pixels_(self) -> None:
+        """Project the stored tensors named in :attr:`pixel_tensors` into ``[0, 1]`` in place (``--clip-pixels``:
+        after every outer step, so that the decoded images stay images a user can view and train on)."""
+        with torch.no_grad():
+            for name in self.pixel_tensors:
+                getattr(self, name).clamp_(0.0, 1.0)
+
     @property
     def num_decoded(self) -> int:
         return self.num_classes * self.decoded_per_class

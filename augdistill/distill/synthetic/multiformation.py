@@ -104,6 +104,7 @@ class MultiFormation(SyntheticData):
     """
 
     kind = "multi-formation"
+    pixel_tensors = ("images",)
     #: tiles per side when ``config.synthetic.factor`` is ``None`` (IDC's default).
     default_factor = 2
 

@@ -28,6 +28,7 @@ class PixelSet(SyntheticData):
     """
 
     kind = "pixels"
+    pixel_tensors = ("images",)
 
     def __init__(self, images: Tensor, num_classes: int, *, learn_labels: bool = False, **kwargs: Any) -> None:
         if images.dim() != 4 or images.shape[0] % num_classes:

@@ -132,3 +132,26 @@ def test_pixels_start_from_the_same_images_as_before(digits):
     herded, _ = herd_per_class(digits.train.x, digits.train.y, 10, 3)
     herding_cfg = DistillConfig(synthetic=SyntheticConfig(ipc=3, init="herding"), outer=OuterConfig(seed=5))
     assert torch.equal(Distiller(herding_cfg, digits).synthetic.images, herded)
+
+
+@pytest.mark.parametrize("param", ["pixels", "multi-formation"])
+def test_clip_pixels_keeps_the_stored_pixels_in_the_unit_range_where_plain_steps_leave_it(param, digits):
+    def stepped(clip: bool) -> torch.Tensor:
+        cfg = DistillConfig(method=MethodConfig(name="dm"), model=SMALL_NET,
+                            synthetic=SyntheticConfig(param=param, ipc=1, clip_pixels=clip, **SMALL[param]),
+                            outer=OuterConfig(real_per_class=4, lr_images=100.0))
+        d = Distiller(cfg, digits)
+        for _ in range(3):
+            d.step()
+        return d.synthetic.images.detach()
+
+    plain, clipped = stepped(False), stepped(True)
+    assert plain.min() < -0.1 or plain.max() > 1.1  # the step size leaves the range without the projection
+    assert clipped.min() >= 0 and clipped.max() <= 1
+    assert ((clipped == 0) | (clipped == 1)).any() and ((clipped > 0) & (clipped < 1)).any()  # projected, not reset
+
+
+def test_clip_pixels_is_refused_where_no_stored_tensor_holds_pixels(digits):
+    cfg = DistillConfig(synthetic=SyntheticConfig(param="latent", ipc=1, clip_pixels=True, **SMALL["latent"]))
+    with pytest.raises(Exception, match=r"--clip-pixels .* --param latent stores none"):
+        Distiller(cfg, digits)
