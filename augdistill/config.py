@@ -224,7 +224,8 @@ class MethodConfig:
     instead, and ``distance`` is DC's per-node ``cosine`` or IDC's ``l1`` over the convolution kernels.
 
     Distribution matching (``dm``) embeds with a fresh random network every step; with ``pool`` > 0 it draws one of
-    ``pool`` networks instead, each trained ``pool_steps`` SGD steps at ``net_lr`` on the step's real batch whenever
+    ``pool`` networks instead, each trained ``pool_steps`` SGD steps at ``net_lr`` on the step's real batch (or, with
+    ``pool_train_on`` ``synthetic``, on the synthetic set, as the evaluation networks train) whenever
     it is drawn and replaced by a fresh one once it has taken ``pool_lifetime`` steps (IDM's semi-trained models);
     with ``expert_dir`` it embeds with a cached expert at a uniformly drawn point of its trajectory, interpolated
     between epochs (DANCE's middle encoders); it adds ``ce_weight`` times the cross-entropy of that network on the
@@ -254,6 +255,7 @@ class MethodConfig:
     pool: int = setting(0, "--dm-pool", low=0, high=1000, why="each network is kept in memory and checkpoints")
     pool_steps: int = setting(1, "--dm-pool-steps", low=1, high=1000, why="work every outer step")
     pool_lifetime: int = setting(100, "--dm-pool-lifetime", low=1, high=10_000_000)
+    pool_train_on: str = setting("real", "--dm-pool-train-on", choices=("real", "synthetic"))
     ce_weight: float = setting(0.0, "--dm-ce-weight", low=0, high=1e6)
     layer_weight: float = setting(0.0, "--dm-layer-weight", low=0, high=1e6)
     disc_weight: float = setting(0.0, "--dm-disc-weight", low=0, high=1e6)

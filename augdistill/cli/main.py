@@ -104,6 +104,9 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
                    help="dm: SGD steps on the step's real batch a pool network takes each time it is drawn")
     p.add_argument("--dm-pool-lifetime", type=int, default=d.method.pool_lifetime,
                    help="dm: SGD steps after which a pool network is replaced by a fresh one")
+    p.add_argument("--dm-pool-train-on", choices=("real", "synthetic"), default=d.method.pool_train_on,
+                   help="dm: what a drawn pool network trains on: the step's real batch (IDM) or the synthetic set "
+                        "(as the evaluation networks do)")
     p.add_argument("--dm-ce-weight", type=float, default=d.method.ce_weight,
                    help="dm: weight of the embedding network's cross-entropy on the synthetic set (IDM's "
                         "class-aware regulariser)")
@@ -221,6 +224,7 @@ def _config_from_args(a: argparse.Namespace) -> DistillConfig:
                             outer_loop=a.outer_loop, inner_loop=a.inner_loop, net_lr=a.net_lr, train_on=a.dc_train_on,
                             distance=a.dc_distance, pool=a.dm_pool,
                             pool_steps=a.dm_pool_steps, pool_lifetime=a.dm_pool_lifetime,
+                            pool_train_on=a.dm_pool_train_on,
                             ce_weight=a.dm_ce_weight, layer_weight=a.dm_layer_weight,
                             disc_weight=a.dm_disc_weight, attention_weight=a.dm_attention_weight,
                             kernel=a.dm_kernel, bandwidth=a.dm_bandwidth),

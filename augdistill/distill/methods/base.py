@@ -85,6 +85,18 @@ class OuterBatch:
         return dataclasses.replace(self.augment, synthetic_generator=self.unit_generator(unit, "syn_aug"),
                                    real_generator=self.unit_generator(unit, "real_aug"))
 
+    def training_set(self, side: str, synthetic: SyntheticData) -> tuple[Tensor, Tensor, Tensor]:
+        """What a method's network trains on: ``side`` ``real`` (this step's real batch) or ``synthetic`` (the decoded
+        set, detached: the network's steps are not part of the step's graph).
+
+        Returns:
+            ``(images (N, C, H, W), targets (N,) ids or (N, K) probabilities, labels (N,) class ids)``.
+        """
+        if side == "real":
+            return self.x_real, self.y_real, self.y_real
+        with torch.no_grad():
+            return synthetic.decode().detach(), synthetic.targets().detach(), synthetic.labels
+
 
 @dataclass(frozen=True)
 class LossPart:

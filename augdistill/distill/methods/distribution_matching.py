@@ -20,7 +20,9 @@ computes it; with siamese draws or none, one process computes exactly what it co
 With ``--dm-pool N`` the network is not fresh every step but one of ``N`` semi-trained networks
 (:class:`~augdistill.distill.methods.network_pool.NetworkPool`, IDM's enriched model sampling): the drawn network
 first takes ``--dm-pool-steps`` SGD steps on the step's real batch through the shared inner trainer (fresh draws of
-the frozen policy, as a network trains), on every rank alike. ``--dm-ce-weight w`` adds IDM's class-aware
+the frozen policy, as a network trains), on every rank alike. With ``--dm-pool-train-on synthetic`` it takes them on
+the (detached) synthetic set instead, as the evaluation networks will: the embeddings are then those of networks
+at every stage of the training the set is distilled for. ``--dm-ce-weight w`` adds IDM's class-aware
 regulariser ``w · CE(θ; A_c(S))``, the mean cross-entropy of that network on the augmented synthetic set.
 With ``--expert-dir DIR`` the network is one of the expert trajectories ``augdistill experts`` cached, at a
 uniformly drawn stage of its training (:class:`~augdistill.distill.methods.expert_networks.ExpertNetworks`,
@@ -285,7 +287,8 @@ class DistributionMatching(Method):
         #: the discrimination term classifies every real image against every class's synthetic mean, so its
         #: classes cannot be split over ranks: every rank then computes the whole loss (Method.shards).
         self.shards = not cfg.disc_weight
-        self.pool_schedule = InnerSchedule.full_batch(real_images, 1, cfg.pool_steps)
+        pool_images = real_images if cfg.pool_train_on == "real" else env.synthetic.num_decoded
+        self.pool_schedule = InnerSchedule.full_batch(pool_images, 1, cfg.pool_steps)
         if cfg.kernel == "gaussian" and cfg.layer_weight:
             raise ConfigError("--dm-kernel gaussian matches the last layer only; it cannot be combined with "
                               f"--dm-layer-weight {cfg.layer_weight} (use 0)")
@@ -305,9 +308,11 @@ class DistributionMatching(Method):
         index, params, fresh = self.pool.draw(env.model, env.generators["method"], env.generators["init"])
         draws, steps = batch.augment.training_draws(), self.pool_schedule.total_steps
         lrs = torch.full((steps,), cfg.method.net_lr, device=env.device)
-        params = unroll(env.model, params, batch.x_real, batch.y_real, lrs, self.pool_schedule,
+        side = cfg.method.pool_train_on
+        images, targets, labels = batch.training_set(side, env.synthetic)
+        params = unroll(env.model, params, images, targets, lrs, self.pool_schedule,
                         momentum=cfg.inner.momentum, create_graph=False,
-                        augment=(lambda x, t: draws.real(x, batch.y_real)) if draws.active else None)
+                        augment=(lambda x, t: getattr(draws, side)(x, labels)) if draws.active else None)
         self.pool.store(index, params, fresh, steps)
         return params
 

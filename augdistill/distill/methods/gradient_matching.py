@@ -192,13 +192,7 @@ class GradientMatching(Method):
             return
         env, cfg, schedule = self.env, self.env.config, self.schedule
         side = cfg.method.train_on
-        if side == "real":
-            images, targets, labels = batch.x_real, batch.y_real, batch.y_real
-        else:
-            synthetic = env.synthetic
-            with torch.no_grad():
-                images, targets = synthetic.decode().detach(), synthetic.targets().detach()
-            labels = synthetic.labels
+        images, targets, labels = batch.training_set(side, env.synthetic)
         augment: Augment | None = None
         if batch.augment.active:
             draws, batches = batch.augment.training_draws(), schedule.on(env.device)

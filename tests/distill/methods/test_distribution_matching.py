@@ -5,6 +5,7 @@ semi-trained networks and the class-aware regulariser (IDM) against a hand-writt
 from __future__ import annotations
 
 
+import dataclasses
 import json
 import statistics
 
@@ -272,12 +273,14 @@ def test_one_fresh_network_per_step_and_the_policy_learns_from_its_objective(dig
 POOL = MethodConfig(name="dm", pool=2, pool_steps=1, pool_lifetime=2, net_lr=0.5, ce_weight=0.7)
 
 
-def test_pool_network_takes_an_sgd_step_on_the_real_batch_and_the_regulariser_is_its_cross_entropy(digits,
-                                                                                                    float64):
-    d = _distiller(digits, method=POOL)
+@pytest.mark.parametrize("side", ["real", "synthetic"])
+def test_pool_network_takes_an_sgd_step_on_its_training_set_and_the_regulariser_is_its_cross_entropy(digits, side,
+                                                                                                     float64):
+    d = _distiller(digits, method=dataclasses.replace(POOL, pool_train_on=side))
     d.synthetic.images.data = d.synthetic.images.data.double()
     x_real, y_real = d.sampler.sample(3, d.generators["data"])
     x_real = x_real.double()
+    x_syn = d.synthetic.images.detach().clone()
     pick = torch.Generator().manual_seed(d.generators["method"].initial_seed())
     index = int(torch.randint(2, (), generator=pick))
     theta0 = sample_params(d.model, torch.Generator().manual_seed(d.generators["init"].initial_seed()))
@@ -285,13 +288,13 @@ def test_pool_network_takes_an_sgd_step_on_the_real_batch_and_the_regulariser_is
 
     net = network_at(d.model, theta0)  # the reference SGD step, by an ordinary module and optimiser
     opt = torch.optim.SGD(net.parameters(), lr=0.5)
-    F.cross_entropy(net(x_real), y_real).backward()
+    x_train, y_train = (x_real, y_real) if side == "real" else (x_syn, d.synthetic.labels)
+    F.cross_entropy(net(x_train), y_train).backward()
     opt.step()
     theta1 = dict(net.named_parameters())
     assert d.method.pool.ages.tolist() == [1 if i == index else -1 for i in range(2)]
     torch.testing.assert_close(d.method.pool.flat[index], torch.cat([p.detach().flatten() for p in theta1.values()]))
 
-    x_syn = d.synthetic.images.detach().clone()
     ce = F.cross_entropy(net(x_syn), d.synthetic.labels)
     expected = _reference_loss(d, theta1, x_syn, x_real, y_real) + 0.7 * ce
     torch.testing.assert_close(part.loss, expected, rtol=1e-10, atol=1e-12)
