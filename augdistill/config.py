@@ -234,7 +234,9 @@ class MethodConfig:
     (real images classified by the synthetic class means), and ``attention_weight`` DataDAM's matching of the
     class-mean spatial attention maps of every block but the last; ``kernel`` ``gaussian`` matches the last layer's
     class distributions by M3D's maximum mean discrepancy instead of their means, the kernel's width 2σ²
-    ``bandwidth`` times the median squared distance between the class's real embeddings.
+    ``bandwidth`` times the median squared distance between the class's real embeddings; ``easy_fraction`` < 1
+    matches, in every class, only that fraction of the real batch the step's network finds easiest (lowest
+    cross-entropy), the sample-difficulty correction of arXiv 2408.12483.
     """
 
     name: str = setting("wang", "--method")
@@ -262,6 +264,7 @@ class MethodConfig:
     attention_weight: float = setting(0.0, "--dm-attention-weight", low=0, high=1e6)
     kernel: str = setting("linear", "--dm-kernel", choices=("linear", "gaussian"))
     bandwidth: float = setting(1.0, "--dm-bandwidth", low=0, high=1e12, low_open=True)
+    easy_fraction: float = setting(1.0, "--dm-easy-fraction", low=0, high=1, low_open=True)
 
     def __post_init__(self) -> None:
         check_fields(self)

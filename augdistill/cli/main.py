@@ -125,6 +125,10 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
     p.add_argument("--dm-bandwidth", type=float, default=d.method.bandwidth,
                    help="dm --dm-kernel gaussian: the kernel's width 2σ² as a multiple of the median squared "
                         "distance between a class's real embeddings")
+    p.add_argument("--dm-easy-fraction", type=float, default=d.method.easy_fraction,
+                   help="dm: match, in every class, only this fraction of the real batch: the images the step's "
+                        "network classifies with the lowest cross-entropy (sample-difficulty correction, arXiv "
+                        "2408.12483; meant for semi-trained networks, --dm-pool or --expert-dir; 1: every image)")
     p.add_argument("--model", default=d.model.name, help="convnet | lenet | mlp (default: the method's network)")
     p.add_argument("--width", type=int, default=d.model.width)
     p.add_argument("--depth", type=int, default=d.model.depth)
@@ -227,7 +231,8 @@ def _config_from_args(a: argparse.Namespace) -> DistillConfig:
                             pool_train_on=a.dm_pool_train_on,
                             ce_weight=a.dm_ce_weight, layer_weight=a.dm_layer_weight,
                             disc_weight=a.dm_disc_weight, attention_weight=a.dm_attention_weight,
-                            kernel=a.dm_kernel, bandwidth=a.dm_bandwidth),
+                            kernel=a.dm_kernel, bandwidth=a.dm_bandwidth,
+                            easy_fraction=a.dm_easy_fraction),
         model=ModelConfig(name=a.model, width=a.width, depth=a.depth, norm=a.norm),
         synthetic=SyntheticConfig(ipc=a.ipc, init=a.syn_init, learn_labels=a.learn_labels, param=a.param,
                                   factor=a.factor, decoders=a.decoders, latent_dim=a.latent_dim,

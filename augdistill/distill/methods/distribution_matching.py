@@ -43,6 +43,12 @@ distribution rather than its mean only (:func:`gaussian_mmd`); ``--dm-bandwidth`
 relative to the median squared distance between the class's real embeddings. It is scaled so that a very wide kernel
 gives DM's loss back.
 
+``--dm-easy-fraction q`` < 1 matches each class's synthetic images to only the fraction ``q`` of its real batch that
+the step's network classifies with the lowest cross-entropy (:func:`easiest_rows`): the sample-difficulty correction
+of Wang et al. 2024 (arXiv 2408.12483), whose analysis finds that at few images per class a distilled set should
+hold the easy, typical images of a class rather than the mean of all of them. The network's difficulty is only
+informative once it has trained, so it is meant for ``--dm-pool`` or ``--expert-dir``.
+
 How the policy learns (``--policy learn``): the matching loss sees the policy through
 :meth:`StepAugment.matching`, frozen, and the loop learns the policy from the augmentation objective alone
 (:meth:`PolicyObjective.standalone`: a short augmented unroll on the detached synthetic set, then the
@@ -53,6 +59,7 @@ adversary on its turns: it receives ``−α`` times the loss's gradient through 
 
 from __future__ import annotations
 
+import math
 from typing import Iterator, Sequence
 
 import torch
@@ -70,7 +77,7 @@ from augdistill.models import sample_params
 from augdistill.typing import Params
 
 __all__ = ["DistributionMatching", "class_means", "mean_embedding_distance", "embed", "block_outputs", "classify",
-           "layer_matching_distance", "attention_map", "discrimination_loss", "gaussian_mmd"]
+           "layer_matching_distance", "attention_map", "discrimination_loss", "gaussian_mmd", "easiest_rows"]
 
 
 def class_means(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -85,6 +92,29 @@ def class_means(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     sums = features.new_zeros(num_classes, features.shape[1]).index_add_(0, labels, features)
     counts = features.new_zeros(num_classes).index_add_(0, labels, features.new_ones(labels.shape))
     return sums / counts[:, None]
+
+
+def easiest_rows(losses: Tensor, labels: Tensor, num_classes: int, fraction: float) -> Tensor:
+    """The rows of lowest loss in every class: ``ceil(fraction · n)`` of each class's ``n``, at least one.
+
+    Args:
+        losses: ``(N,)`` each row's loss (its difficulty).
+        labels: ``(N,)`` class ids in ``[0, num_classes)``, every class exactly ``n = N / num_classes`` times (a
+            class-balanced batch), in any order.
+        fraction: in ``(0, 1]``.
+
+    Returns:
+        ``(num_classes · k,)`` row indices, class by class, easiest first within a class. No host sync.
+
+    Example:
+        >>> easiest_rows(torch.tensor([3.0, 1.0, 2.0, 0.0, 5.0, 4.0]), torch.tensor([0, 0, 1, 1, 0, 1]), 2, 0.5).tolist()
+        [1, 0, 3, 2]
+    """
+    per_class = labels.shape[0] // num_classes
+    keep = max(1, math.ceil(fraction * per_class))
+    by_loss = torch.argsort(losses, stable=True)
+    rows = by_loss[torch.argsort(labels[by_loss], stable=True)].view(num_classes, per_class)
+    return rows[:, :keep].flatten()
 
 
 def mean_embedding_distance(real_means: Tensor, syn_means: Tensor) -> Tensor:
@@ -292,9 +322,11 @@ class DistributionMatching(Method):
         if cfg.kernel == "gaussian" and cfg.layer_weight:
             raise ConfigError("--dm-kernel gaussian matches the last layer only; it cannot be combined with "
                               f"--dm-layer-weight {cfg.layer_weight} (use 0)")
-        if cfg.kernel == "gaussian" and env.config.outer.real_per_class < 2:
+        matched = max(1, math.ceil(cfg.easy_fraction * env.config.outer.real_per_class))
+        if cfg.kernel == "gaussian" and matched < 2:
             raise ConfigError("--dm-kernel gaussian takes its width from the distances between a class's real "
-                              f"images: --real-per-class must be >= 2, got {env.config.outer.real_per_class}")
+                              f"images: it needs >= 2 matched a class, got {matched} (--real-per-class "
+                              f"{env.config.outer.real_per_class} x --dm-easy-fraction {cfg.easy_fraction})")
 
     def _network(self, batch: OuterBatch) -> Params:
         """The step's embedding network: a fresh random one, an expert at a random stage of its training, or a
@@ -326,6 +358,9 @@ class DistributionMatching(Method):
         with torch.set_grad_enabled(batch.augment.matching().carries_gradient):  # a graph only for an adversary
             x, real_owned = self._owned(batch, classes, batch.x_real, batch.y_real, "real")
             real_features, real_attention = self._embed(params, x)
+            if env.config.method.easy_fraction < 1:
+                real_features, real_attention, real_owned = self._easiest(params, classes, real_features,
+                                                                          real_attention, real_owned)
             real_means = [class_means(f, real_owned, len(classes)) for f in real_features]
             real_attention_means = [class_means(a, real_owned, len(classes)) for a in real_attention]
         x, owned = self._owned(batch, classes, synthetic.decode(), synthetic.labels, "synthetic")
@@ -360,6 +395,16 @@ class DistributionMatching(Method):
         features = [output.flatten(1) for _, output in (blocks if cfg.layer_weight else blocks[-1:])]
         attention = [attention_map(activation) for activation, _ in blocks[:-1]] if cfg.attention_weight else []
         return features, attention
+
+    def _easiest(self, params: Params, classes: range, features: list[Tensor], attention: list[Tensor],
+                 owned: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """The rows of the real batch's embeddings (``features``, ``attention``: lists of ``(N, D_l)``) and of
+        ``owned`` (``(N,)``, each row's index among ``classes``) that the step's network finds easiest, by its
+        cross-entropy on the last embedding: ``easy_fraction`` of each class (:func:`easiest_rows`)."""
+        class_ids = classes.start + classes.step * owned
+        ce = F.cross_entropy(classify(self.env.model, params, features[-1]), class_ids, reduction="none")
+        rows = easiest_rows(ce.detach(), owned, len(classes), self.env.config.method.easy_fraction)
+        return [f[rows] for f in features], [a[rows] for a in attention], owned[rows]
 
     def _owned(self, batch: OuterBatch, classes: range, x: Tensor, labels: Tensor,
                side: str) -> tuple[Tensor, Tensor]:

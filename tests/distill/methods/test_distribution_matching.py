@@ -232,8 +232,10 @@ def test_a_wide_gaussian_kernel_gives_the_mean_matching_loss_back(digits, float6
 def test_gaussian_kernel_refuses_what_it_cannot_do(digits, options, message):
     with pytest.raises(ConfigError, match=message):
         _distiller(digits, method=MethodConfig(name="dm", kernel="gaussian", **options))
-    with pytest.raises(ConfigError, match="--real-per-class must be >= 2, got 1"):
+    with pytest.raises(ConfigError, match=r"needs >= 2 matched a class, got 1 \(--real-per-class 1 x"):
         _distiller(digits, real=1, method=MethodConfig(name="dm", kernel="gaussian"))
+    with pytest.raises(ConfigError, match=r"got 1 \(--real-per-class 3 x --dm-easy-fraction 0.2\)"):
+        _distiller(digits, real=3, method=MethodConfig(name="dm", kernel="gaussian", easy_fraction=0.2))
 
 
 def test_class_means_of_unordered_rows():
@@ -298,6 +300,33 @@ def test_pool_network_takes_an_sgd_step_on_its_training_set_and_the_regulariser_
     ce = F.cross_entropy(net(x_syn), d.synthetic.labels)
     expected = _reference_loss(d, theta1, x_syn, x_real, y_real) + 0.7 * ce
     torch.testing.assert_close(part.loss, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_easy_fraction_matches_each_class_by_its_real_images_of_lowest_loss(digits, float64):
+    # The sample-difficulty correction: of each class's 4 real images, the 2 the step's (semi-trained) network
+    # classifies with the lowest cross-entropy, found here by sorting each class's losses by hand.
+    method = dataclasses.replace(POOL, ce_weight=0.0, easy_fraction=0.5)
+    d = _distiller(digits, method=method, real=4)
+    d.synthetic.images.data = d.synthetic.images.data.double()
+    x_real, y_real = d.sampler.sample(4, d.generators["data"])
+    order = torch.randperm(len(y_real), generator=torch.Generator().manual_seed(0))  # any order of classes
+    x_real, y_real = x_real[order].double(), y_real[order]
+    x_syn = d.synthetic.images.detach().clone().requires_grad_()
+    (part,) = list(d.method.losses(OuterBatch(x_real, y_real, d.stream.step(), 0)))
+    part.loss.backward()
+
+    theta1 = d.method.pool._unflatten(d.method.pool.flat[int(d.method.pool.ages.argmax())])  # the trained member
+    net = network_at(d.model, theta1)
+    with torch.no_grad():
+        losses = F.cross_entropy(net(x_real), y_real, reduction="none")
+    easy = [i for c in range(10) for i in sorted((i for i in range(len(y_real)) if y_real[i] == c),
+                                                key=lambda i: float(losses[i]))[:2]]
+    expected = _reference_loss(d, theta1, x_syn, x_real[easy], y_real[easy])
+    (expected_grad,) = torch.autograd.grad(expected, x_syn)
+    torch.testing.assert_close(part.loss, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(d.synthetic.images.grad, expected_grad, rtol=1e-8, atol=1e-12)
+    everything = _reference_loss(d, theta1, x_syn, x_real, y_real)
+    assert abs(everything.item() - expected.item()) > 1e-3 * expected.item()  # the choice of images matters
 
 
 def test_pool_members_age_and_are_replaced_after_their_lifetime(digits):
