@@ -107,7 +107,8 @@ def easiest_rows(losses: Tensor, labels: Tensor, num_classes: int, fraction: flo
         ``(num_classes · k,)`` row indices, class by class, easiest first within a class. No host sync.
 
     Example:
-        >>> easiest_rows(torch.tensor([3.0, 1.0, 2.0, 0.0, 5.0, 4.0]), torch.tensor([0, 0, 1, 1, 0, 1]), 2, 0.5).tolist()
+        >>> losses, labels = torch.tensor([3.0, 1.0, 2.0, 0.0, 5.0, 4.0]), torch.tensor([0, 0, 1, 1, 0, 1])
+        >>> easiest_rows(losses, labels, 2, 0.5).tolist()
         [1, 0, 3, 2]
     """
     per_class = labels.shape[0] // num_classes
@@ -325,7 +326,7 @@ class DistributionMatching(Method):
         matched = max(1, math.ceil(cfg.easy_fraction * env.config.outer.real_per_class))
         if cfg.kernel == "gaussian" and matched < 2:
             raise ConfigError("--dm-kernel gaussian takes its width from the distances between a class's real "
-                              f"images: it needs >= 2 matched a class, got {matched} (--real-per-class "
+                              f"images: it needs >= 2 real images matched per class, got {matched} (--real-per-class "
                               f"{env.config.outer.real_per_class} x --dm-easy-fraction {cfg.easy_fraction})")
 
     def _network(self, batch: OuterBatch) -> Params:

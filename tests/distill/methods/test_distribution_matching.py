@@ -232,7 +232,7 @@ def test_a_wide_gaussian_kernel_gives_the_mean_matching_loss_back(digits, float6
 def test_gaussian_kernel_refuses_what_it_cannot_do(digits, options, message):
     with pytest.raises(ConfigError, match=message):
         _distiller(digits, method=MethodConfig(name="dm", kernel="gaussian", **options))
-    with pytest.raises(ConfigError, match=r"needs >= 2 matched a class, got 1 \(--real-per-class 1 x"):
+    with pytest.raises(ConfigError, match=r"needs >= 2 real images matched per class, got 1 \(--real-per-class 1 x"):
         _distiller(digits, real=1, method=MethodConfig(name="dm", kernel="gaussian"))
     with pytest.raises(ConfigError, match=r"got 1 \(--real-per-class 3 x --dm-easy-fraction 0.2\)"):
         _distiller(digits, real=3, method=MethodConfig(name="dm", kernel="gaussian", easy_fraction=0.2))
