@@ -232,7 +232,9 @@ class MethodConfig:
     synthetic set (IDM's class-aware regulariser); ``layer_weight`` > 0 also matches every earlier block's class
     means, weighted per feature (CAFE's layer-wise alignment), ``disc_weight`` weighs CAFE's discrimination loss
     (real images classified by the synthetic class means), and ``attention_weight`` DataDAM's matching of the
-    class-mean spatial attention maps of every block but the last; ``kernel`` ``gaussian`` matches the last layer's
+    class-mean spatial attention maps of every block but the last, ``style_weight`` the matching of every block's
+    class-mean Gram matrix (the style term of Decomposed DM), weighted per entry relative to the last layer's
+    features; ``kernel`` ``gaussian`` matches the last layer's
     class distributions by M3D's maximum mean discrepancy instead of their means, the kernel's width 2σ²
     ``bandwidth`` times the median squared distance between the class's real embeddings; ``easy_fraction`` < 1
     matches, in every class, only that fraction of the real batch the step's network finds easiest (lowest
@@ -262,6 +264,7 @@ class MethodConfig:
     layer_weight: float = setting(0.0, "--dm-layer-weight", low=0, high=1e6)
     disc_weight: float = setting(0.0, "--dm-disc-weight", low=0, high=1e6)
     attention_weight: float = setting(0.0, "--dm-attention-weight", low=0, high=1e6)
+    style_weight: float = setting(0.0, "--dm-style-weight", low=0, high=1e6)
     kernel: str = setting("linear", "--dm-kernel", choices=("linear", "gaussian"))
     bandwidth: float = setting(1.0, "--dm-bandwidth", low=0, high=1e12, low_open=True)
     easy_fraction: float = setting(1.0, "--dm-easy-fraction", low=0, high=1, low_open=True)

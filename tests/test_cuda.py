@@ -91,7 +91,7 @@ MATCHING = {
     "dc": MethodConfig(name="dc", outer_loop=3, inner_loop=1, net_lr=0.05),
     "dc-idc": MethodConfig(name="dc", outer_loop=3, inner_loop=1, net_lr=0.05, train_on="real", distance="l1"),
     "dm-pool-terms": MethodConfig(name="dm", pool=2, net_lr=0.1, ce_weight=0.5, layer_weight=0.3, disc_weight=0.5,
-                                  attention_weight=20.0),
+                                  attention_weight=20.0, style_weight=2.0),
     "dm-kernel": MethodConfig(name="dm", pool=2, net_lr=0.1, kernel="gaussian"),
 }
 

@@ -119,6 +119,10 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
     p.add_argument("--dm-attention-weight", type=float, default=d.method.attention_weight,
                    help="dm: weight of DataDAM's attention matching (the class means of every block's spatial "
                         "attention map but the last's, each image's map of unit norm; DataDAM uses 100; 0: none)")
+    p.add_argument("--dm-style-weight", type=float, default=d.method.style_weight,
+                   help="dm: also match the class means of every block's Gram matrix (channel correlations, the "
+                        "style of Decomposed DM), this weight per entry relative to the last layer's features; "
+                        "0: none")
     p.add_argument("--dm-kernel", choices=("linear", "gaussian"), default=d.method.kernel,
                    help="dm: match the class means of the embeddings (DM) or their distributions by the maximum "
                         "mean discrepancy under a Gaussian kernel (M3D)")
@@ -231,6 +235,7 @@ def _config_from_args(a: argparse.Namespace) -> DistillConfig:
                             pool_train_on=a.dm_pool_train_on,
                             ce_weight=a.dm_ce_weight, layer_weight=a.dm_layer_weight,
                             disc_weight=a.dm_disc_weight, attention_weight=a.dm_attention_weight,
+                            style_weight=a.dm_style_weight,
                             kernel=a.dm_kernel, bandwidth=a.dm_bandwidth,
                             easy_fraction=a.dm_easy_fraction),
         model=ModelConfig(name=a.model, width=a.width, depth=a.depth, norm=a.norm),

@@ -183,7 +183,7 @@ def _method_configs(experts: Path) -> dict[str, DistillConfig]:
         "dm-pool": DistillConfig(method=MethodConfig(name="dm", pool=2, pool_steps=2, net_lr=0.1, ce_weight=0.5),
                                  model=SMALL, synthetic=SyntheticConfig(ipc=2), outer=outer, policy=learn),
         "dm-terms": DistillConfig(method=MethodConfig(name="dm", layer_weight=0.3, disc_weight=0.5,
-                                                      attention_weight=20.0),
+                                                      attention_weight=20.0, style_weight=2.0),
                                   model=SMALL, synthetic=SyntheticConfig(ipc=2), outer=outer, policy=learn),
         "dm-kernel": DistillConfig(method=MethodConfig(name="dm", kernel="gaussian", bandwidth=0.5), model=SMALL,
                                    synthetic=SyntheticConfig(ipc=2), outer=outer, policy=learn),

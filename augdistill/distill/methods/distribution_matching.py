@@ -35,7 +35,12 @@ batch classified by inner products with the synthetic class means, :func:`discri
 every class, so under ``torchrun`` every rank computes the whole loss). ``--dm-attention-weight w`` adds DataDAM's
 spatial attention matching (Sajedi et al. 2023, arXiv 2310.00093): ``w · Σ_l Σ_c ‖mean_{x ∈ R_c} a_l(x) −
 mean_{s ∈ S_c} a_l(s)‖²`` over every block ``l`` but the last, where ``a_l`` is the block's attention map
-(:func:`attention_map`).
+(:func:`attention_map`). ``--dm-style-weight w`` adds the matching of every block's channel correlations, the
+second moments of its feature maps that style transfer calls an image's style (the style term of Decomposed DM,
+arXiv 2412.04748): ``w · Σ_l (D_L / C_l²) Σ_c ‖mean_{x ∈ R_c} G_l(x) − mean_{s ∈ S_c} G_l(s)‖²``, ``G_l`` the
+block's Gram matrix (:func:`gram_matrix`), each block weighted per entry relative to the last layer's features
+as ``--dm-layer-weight`` is. A class mean of Gram matrices is not the Gram matrix of the class's mean, so the
+term asks a synthetic image for the texture statistics of a typical real image, not of their blurred average.
 
 ``--dm-kernel gaussian`` replaces the last layer's mean matching by M3D's (Zhang et al. 2024, arXiv 2312.15927)
 maximum mean discrepancy under a Gaussian kernel, which matches every moment of the class's embedding
@@ -77,7 +82,8 @@ from augdistill.models import sample_params
 from augdistill.typing import Params
 
 __all__ = ["DistributionMatching", "class_means", "mean_embedding_distance", "embed", "block_outputs", "classify",
-           "layer_matching_distance", "attention_map", "discrimination_loss", "gaussian_mmd", "easiest_rows"]
+           "layer_matching_distance", "attention_map", "gram_matrix", "discrimination_loss", "gaussian_mmd",
+           "easiest_rows"]
 
 
 def class_means(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -272,6 +278,24 @@ def attention_map(activation: Tensor) -> Tensor:
     return F.normalize(activation.abs().sum(1).flatten(1), dim=1)
 
 
+def gram_matrix(activation: Tensor) -> Tensor:
+    """The channel correlations of a block's feature maps (their Gram matrix, Gatys et al.'s style), flattened.
+
+    Args:
+        activation: a block's ReLU output ``(B, C, H, W)``.
+
+    Returns:
+        ``(B, C · C)``: row ``b`` holds ``G[i, j] = mean_{positions} a[b, i] · a[b, j]``.
+
+    Example:
+        >>> a = torch.zeros(1, 2, 1, 2); a[0, 0] = torch.tensor([[1.0, 3.0]]); a[0, 1] = torch.tensor([[2.0, 0.0]])
+        >>> gram_matrix(a).tolist()  # [[(1 + 9) / 2, (2 + 0) / 2], [1, (4 + 0) / 2]]
+        [[5.0, 1.0, 1.0, 2.0]]
+    """
+    flat = activation.flatten(2)
+    return (flat @ flat.transpose(1, 2)).flatten(1) / flat.shape[2]
+
+
 def classify(model: nn.Module, params: Params, features: Tensor) -> Tensor:
     """Logits ``(B, K)`` of ``model.classifier`` under the ``classifier.*`` entries of ``params`` on ``features``
     ``(B, D)`` from :func:`embed`."""
@@ -285,8 +309,8 @@ class DistributionMatching(Method):
     (:class:`~augdistill.config.MethodConfig`): ``pool``, ``pool_steps``, ``pool_lifetime`` and ``net_lr`` for
     semi-trained networks, ``expert_dir`` for cached experts at random stages of training, ``ce_weight`` for the
     class-aware regulariser, ``layer_weight`` for the layer-wise alignment, ``disc_weight`` for the discrimination
-    loss, ``attention_weight`` for DataDAM's attention matching, and ``kernel`` / ``bandwidth`` for M3D's kernel
-    distance (module docstring).
+    loss, ``attention_weight`` for DataDAM's attention matching, ``style_weight`` for the Gram matrices'
+    matching, and ``kernel`` / ``bandwidth`` for M3D's kernel distance (module docstring).
     """
 
     name = "dm"
@@ -358,23 +382,22 @@ class DistributionMatching(Method):
         synthetic = env.synthetic
         with torch.set_grad_enabled(batch.augment.matching().carries_gradient):  # a graph only for an adversary
             x, real_owned = self._owned(batch, classes, batch.x_real, batch.y_real, "real")
-            real_features, real_attention = self._embed(params, x)
+            real_features, real_statistics = self._embed(params, x)
             if env.config.method.easy_fraction < 1:
-                real_features, real_attention, real_owned = self._easiest(params, classes, real_features,
-                                                                          real_attention, real_owned)
+                real_features, real_statistics, real_owned = self._easiest(params, classes, real_features,
+                                                                           real_statistics, real_owned)
             real_means = [class_means(f, real_owned, len(classes)) for f in real_features]
-            real_attention_means = [class_means(a, real_owned, len(classes)) for a in real_attention]
+            real_statistic_means = [class_means(v, real_owned, len(classes)) for _, v in real_statistics]
         x, owned = self._owned(batch, classes, synthetic.decode(), synthetic.labels, "synthetic")
-        features, attention = self._embed(params, x)
+        features, statistics = self._embed(params, x)
         syn_means = [class_means(f, owned, len(classes)) for f in features]
         if env.config.method.kernel == "gaussian":  # M3D; real_features holds the last layer only here
             loss = gaussian_mmd(real_features[-1], real_owned, features[-1], owned, len(classes),
                                 env.config.method.bandwidth)
         else:
             loss = layer_matching_distance(real_means, syn_means, env.config.method.layer_weight)
-        for real, syn in zip(real_attention_means, attention, strict=True):  # DataDAM's attention matching
-            loss = loss + env.config.method.attention_weight * mean_embedding_distance(
-                real, class_means(syn, owned, len(classes)))
+        for real, (weight, syn) in zip(real_statistic_means, statistics, strict=True):  # DataDAM's and style terms
+            loss = loss + weight * mean_embedding_distance(real, class_means(syn, owned, len(classes)))
         ce_weight = env.config.method.ce_weight
         if ce_weight:  # the mean over the whole set: the ranks' sums add up to it
             class_ids = torch.arange(classes.start, classes.stop, classes.step, device=x.device)[owned]
@@ -385,27 +408,34 @@ class DistributionMatching(Method):
             loss = loss + disc_weight * discrimination_loss(real_features[-1], real_owned, syn_means[-1])
         yield LossPart(loss)
 
-    def _embed(self, params: Params, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """The embeddings the loss matches (every block's output with ``layer_weight``, else the last one only,
-        each ``(B, D_l)``) and, with ``attention_weight``, the attention maps of every block but the last
-        (:func:`attention_map`), from one forward pass."""
+    def _embed(self, params: Params, x: Tensor) -> tuple[list[Tensor], list[tuple[float, Tensor]]]:
+        """From one forward pass: the embeddings the loss matches (every block's output with ``layer_weight``, else
+        the last one only, each ``(B, D_l)``) and the per-image statistics whose class means it matches beside them,
+        each with its weight in the loss: with ``attention_weight`` the attention maps of every block but the last
+        (:func:`attention_map`), with ``style_weight`` the Gram matrices of every block (:func:`gram_matrix`), each
+        weighted per entry relative to the last embedding's features."""
         cfg, model = self.env.config.method, self.env.model
-        if not (cfg.layer_weight or cfg.attention_weight):
+        if not (cfg.layer_weight or cfg.attention_weight or cfg.style_weight):
             return [embed(model, params, x)], []
         blocks = block_outputs(model, params, x)
         features = [output.flatten(1) for _, output in (blocks if cfg.layer_weight else blocks[-1:])]
-        attention = [attention_map(activation) for activation, _ in blocks[:-1]] if cfg.attention_weight else []
-        return features, attention
+        statistics = [(cfg.attention_weight, attention_map(a)) for a, _ in blocks[:-1]] if cfg.attention_weight else []
+        if cfg.style_weight:
+            last = features[-1].shape[1]
+            statistics += [(cfg.style_weight * last / a.shape[1] ** 2, gram_matrix(a)) for a, _ in blocks]
+        return features, statistics
 
-    def _easiest(self, params: Params, classes: range, features: list[Tensor], attention: list[Tensor],
-                 owned: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
-        """The rows of the real batch's embeddings (``features``, ``attention``: lists of ``(N, D_l)``) and of
-        ``owned`` (``(N,)``, each row's index among ``classes``) that the step's network finds easiest, by its
-        cross-entropy on the last embedding: ``easy_fraction`` of each class (:func:`easiest_rows`)."""
+    def _easiest(self, params: Params, classes: range, features: list[Tensor],
+                 statistics: list[tuple[float, Tensor]], owned: Tensor
+                 ) -> tuple[list[Tensor], list[tuple[float, Tensor]], Tensor]:
+        """The rows of the real batch's embeddings (``features``: a list of ``(N, D_l)``), of its weighted
+        statistics (:meth:`_embed`) and of ``owned`` (``(N,)``, each row's index among ``classes``) that the step's
+        network finds easiest, by its cross-entropy on the last embedding: ``easy_fraction`` of each class
+        (:func:`easiest_rows`)."""
         class_ids = classes.start + classes.step * owned
         ce = F.cross_entropy(classify(self.env.model, params, features[-1]), class_ids, reduction="none")
         rows = easiest_rows(ce.detach(), owned, len(classes), self.env.config.method.easy_fraction)
-        return [f[rows] for f in features], [a[rows] for a in attention], owned[rows]
+        return [f[rows] for f in features], [(w, v[rows]) for w, v in statistics], owned[rows]
 
     def _owned(self, batch: OuterBatch, classes: range, x: Tensor, labels: Tensor,
                side: str) -> tuple[Tensor, Tensor]:
