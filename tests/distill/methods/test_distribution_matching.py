@@ -178,15 +178,10 @@ def test_attention_matching_matches_explicit_attention_maps(digits, float64):
     assert 50.0 * attention.item() > 0.01 * (expected - 50.0 * attention).item()  # the term is not negligible
 
 
-def test_style_matching_matches_explicit_gram_matrices(digits, float64):
-    # Decomposed DM's style term, image by image: every block's channel correlations mean_positions a_i a_j, the
-    # class means of real and synthetic compared entry by entry, each block weighted by D_last / C².
-    d = _distiller(digits, ipc=2, real=3, method=MethodConfig(name="dm", style_weight=5.0))
-    loss, x_real, y_real, theta = _first_step(d)
-
-    net, y_syn = network_at(d.model, theta), d.synthetic.labels
-    x_syn = d.synthetic.images.detach().clone().requires_grad_()
-
+def _reference_style(net: torch.nn.Module, x_syn: torch.Tensor, y_syn: torch.Tensor, x_real: torch.Tensor,
+                     y_real: torch.Tensor) -> torch.Tensor:
+    """Decomposed DM's style term image by image: every block's channel correlations mean_positions a_i a_j, the
+    class means of real and synthetic compared entry by entry, each block weighted by D_last / C²."""
     def relu_outputs(x):
         outputs = []
         for module in net.features:
@@ -204,11 +199,20 @@ def test_style_matching_matches_explicit_gram_matrices(digits, float64):
     real_maps, syn_maps = relu_outputs(x_real), relu_outputs(x_syn)
     assert len(real_maps) == 2  # depth 2: both blocks count, the last one included
     for a_real, a_syn in zip(real_maps, syn_maps, strict=True):
-        for c in range(d.data.info.num_classes):
+        for c in range(10):
             g_real = [gram(a) for a in a_real[y_real == c]]
             g_syn = [gram(a) for a in a_syn[y_syn == c]]
             diff = sum(g_real) / len(g_real) - sum(g_syn) / len(g_syn)
             style = style + last / a_real.shape[1] ** 2 * (diff ** 2).sum()
+    return style
+
+
+def test_style_matching_matches_explicit_gram_matrices(digits, float64):
+    d = _distiller(digits, ipc=2, real=3, method=MethodConfig(name="dm", style_weight=5.0))
+    loss, x_real, y_real, theta = _first_step(d)
+    net, y_syn = network_at(d.model, theta), d.synthetic.labels
+    x_syn = d.synthetic.images.detach().clone().requires_grad_()
+    style = _reference_style(net, x_syn, y_syn, x_real, y_real)
     expected = _reference_loss(d, theta, x_syn, x_real, y_real) + 5.0 * style
     (expected_grad,) = torch.autograd.grad(expected, x_syn)
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
@@ -340,10 +344,12 @@ def test_pool_network_takes_an_sgd_step_on_its_training_set_and_the_regulariser_
     torch.testing.assert_close(part.loss, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_easy_fraction_matches_each_class_by_its_real_images_of_lowest_loss(digits, float64):
+@pytest.mark.parametrize("style_weight", [0.0, 2.0])
+def test_easy_fraction_matches_each_class_by_its_real_images_of_lowest_loss(digits, float64, style_weight):
     # The sample-difficulty correction: of each class's 4 real images, the 2 the step's (semi-trained) network
-    # classifies with the lowest cross-entropy, found here by sorting each class's losses by hand.
-    method = dataclasses.replace(POOL, ce_weight=0.0, easy_fraction=0.5)
+    # classifies with the lowest cross-entropy, found here by sorting each class's losses by hand; the style term's
+    # real Gram matrices are those of the same images.
+    method = dataclasses.replace(POOL, ce_weight=0.0, easy_fraction=0.5, style_weight=style_weight)
     d = _distiller(digits, method=method, real=4)
     d.synthetic.images.data = d.synthetic.images.data.double()
     x_real, y_real = d.sampler.sample(4, d.generators["data"])
@@ -360,6 +366,9 @@ def test_easy_fraction_matches_each_class_by_its_real_images_of_lowest_loss(digi
     easy = [i for c in range(10) for i in sorted((i for i in range(len(y_real)) if y_real[i] == c),
                                                 key=lambda i: float(losses[i]))[:2]]
     expected = _reference_loss(d, theta1, x_syn, x_real[easy], y_real[easy])
+    if style_weight:
+        expected = expected + style_weight * _reference_style(net, x_syn, d.synthetic.labels, x_real[easy],
+                                                              y_real[easy])
     (expected_grad,) = torch.autograd.grad(expected, x_syn)
     torch.testing.assert_close(part.loss, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(d.synthetic.images.grad, expected_grad, rtol=1e-8, atol=1e-12)
