@@ -147,6 +147,16 @@ def test_discrimination_loss_classifies_each_real_image_by_the_synthetic_means(d
     assert _distiller(digits, method=MethodConfig(name="dm")).method.shards is True
 
 
+def _relu_outputs(net: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every ReLU's output in ``net.features``, by running its modules one by one."""
+    outputs = []
+    for module in net.features:
+        x = module(x)
+        if isinstance(module, torch.nn.ReLU):
+            outputs.append(x)
+    return outputs
+
+
 def test_attention_matching_matches_explicit_attention_maps(digits, float64):
     # DataDAM's term, image by image: Σ_channels |ReLU output| of every block but the last, each map of unit norm.
     d = _distiller(digits, ipc=2, real=3, method=MethodConfig(name="dm", attention_weight=50.0))
@@ -155,16 +165,8 @@ def test_attention_matching_matches_explicit_attention_maps(digits, float64):
     net, y_syn = network_at(d.model, theta), d.synthetic.labels
     x_syn = d.synthetic.images.detach().clone().requires_grad_()
 
-    def maps(x):  # the ReLU outputs, by running the modules one by one
-        outputs = []
-        for module in net.features:
-            x = module(x)
-            if isinstance(module, torch.nn.ReLU):
-                outputs.append(x)
-        return outputs
-
     attention = x_syn.new_zeros(())
-    real_maps, syn_maps = maps(x_real), maps(x_syn)
+    real_maps, syn_maps = _relu_outputs(net, x_real), _relu_outputs(net, x_syn)
     assert len(real_maps) == 2 and real_maps[0].shape[-1] == 8  # depth 2: the first block's 8x8 map only
     for a_real, a_syn in zip(real_maps[:-1], syn_maps[:-1], strict=True):
         for c in range(d.data.info.num_classes):
@@ -182,21 +184,13 @@ def _reference_style(net: torch.nn.Module, x_syn: torch.Tensor, y_syn: torch.Ten
                      y_real: torch.Tensor) -> torch.Tensor:
     """Decomposed DM's style term image by image: every block's channel correlations mean_positions a_i a_j, the
     class means of real and synthetic compared entry by entry, each block weighted by D_last / C²."""
-    def relu_outputs(x):
-        outputs = []
-        for module in net.features:
-            x = module(x)
-            if isinstance(module, torch.nn.ReLU):
-                outputs.append(x)
-        return outputs
-
     def gram(a):  # (C, H, W) -> (C, C), position by position
         positions = [a[:, i, j] for i in range(a.shape[1]) for j in range(a.shape[2])]
         return sum(torch.outer(v, v) for v in positions) / len(positions)
 
     last = net.features(x_real[:1]).numel()
     style = x_syn.new_zeros(())
-    real_maps, syn_maps = relu_outputs(x_real), relu_outputs(x_syn)
+    real_maps, syn_maps = _relu_outputs(net, x_real), _relu_outputs(net, x_syn)
     assert len(real_maps) == 2  # depth 2: both blocks count, the last one included
     for a_real, a_syn in zip(real_maps, syn_maps, strict=True):
         for c in range(10):
