@@ -234,8 +234,8 @@ class MethodConfig:
     (real images classified by the synthetic class means), and ``attention_weight`` DataDAM's matching of the
     class-mean spatial attention maps of every block but the last, ``style_weight`` the matching of every block's
     class-mean Gram matrix (the style term of Decomposed DM), weighted per entry relative to the last layer's
-    features; ``kernel`` ``gaussian`` matches the last layer's
-    class distributions by M3D's maximum mean discrepancy instead of their means, the kernel's width 2σ²
+    features; ``kernel`` ``gaussian`` matches the last layer's class distributions by M3D's maximum mean
+    discrepancy instead of their means, the kernel's width 2σ²
     ``bandwidth`` times the median squared distance between the class's real embeddings; ``easy_fraction`` < 1
     matches, in every class, only that fraction of the real batch the step's network finds easiest (lowest
     cross-entropy), the sample-difficulty correction of arXiv 2408.12483.
