@@ -159,19 +159,22 @@ class ModelConfig:
     ``name=None`` takes the method's default network (:attr:`Method.default_model`): a one-hidden-layer
     MLP for Wang et al. (on 2 CPU cores ~100 outer steps/s on digits, and its sets replay better than
     ConvNet-3's at 1-10 images per class), the field's ConvNet-3 (width 128, instance norm) for the
-    matching methods.
+    matching methods. ``first_padding`` (ConvNet only) pads its first convolution: 3 is the field's code
+    on 28x28 grey-scale images; it also sets the standard-protocol networks that validate the run and, by
+    default, evaluate it.
     """
 
     name: str | None = setting(None, "--model")
     width: int | None = setting(None, "--width", low=1, high=4096, why="memory")
     depth: int | None = setting(None, "--depth", low=1, high=64)
     norm: str | None = setting(None, "--norm")
+    first_padding: int | None = setting(None, "--first-padding", low=0, high=64)
 
     def __post_init__(self) -> None:
         check_fields(self)
 
     def kwargs(self) -> dict[str, Any]:
-        values = {"width": self.width, "depth": self.depth, "norm": self.norm}
+        values = {"width": self.width, "depth": self.depth, "norm": self.norm, "first_padding": self.first_padding}
         return {k: v for k, v in values.items() if v is not None}
 
 

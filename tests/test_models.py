@@ -44,3 +44,23 @@ def test_unknown_model_or_option_is_a_config_error():
         build_model("convnet", (1, 8, 8), 10, norm="layer")
     with pytest.raises(ConfigError, match="lenet"):
         build_model("lenet", (1, 8, 8), 10, norm="group")
+
+
+@pytest.mark.parametrize("first_padding, sides, features", [(1, [28, 14, 7, 3], 128 * 3 * 3),
+                                                            (3, [32, 16, 8, 4], 128 * 4 * 4)])
+def test_convnet_first_padding_sets_every_map_size(first_padding, sides, features):
+    """The field's code pads a 28x28 grey-scale image's first convolution by 3: maps of 32, 16, 8 and 4 pixels."""
+    net = build_model("convnet", (1, 28, 28), 10, first_padding=first_padding)
+    seen = []
+    for module in net.features:
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.AvgPool2d)):
+            module.register_forward_hook(lambda m, i, o: seen.append(o.shape[-1]))
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert seen == [sides[0], sides[1], sides[1], sides[2], sides[2], sides[3]]
+    assert net.classifier.in_features == features
+    assert [m.padding for m in net.features if isinstance(m, torch.nn.Conv2d)] == [(first_padding,) * 2, (1, 1), (1, 1)]
+
+
+def test_convnet_refuses_a_first_padding_that_leaves_no_room_for_its_kernel():
+    with pytest.raises(ConfigError, match="2x2 image padded by 0 is smaller than the first conv's 3x3 kernel"):
+        build_model("convnet", (1, 2, 2), 10, first_padding=0)

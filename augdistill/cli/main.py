@@ -137,6 +137,9 @@ def _add_distill(sub: argparse._SubParsersAction, d: DistillConfig = _DEFAULTS,
     p.add_argument("--width", type=int, default=d.model.width)
     p.add_argument("--depth", type=int, default=d.model.depth)
     p.add_argument("--norm", default=d.model.norm, help="convnet norm: instance | group | batch | none")
+    p.add_argument("--first-padding", type=int, default=d.model.first_padding,
+                   help="convnet: zero padding of the first convolution (default 1; 3 is the field's network on "
+                        "28x28 grey-scale images: 32x32 maps); the validation and evaluation networks follow it")
     p.add_argument("--inner-steps", type=int, default=d.inner.steps)
     p.add_argument("--inner-epochs", type=int, default=d.inner.epochs)
     p.add_argument("--batch-per-class", type=int, default=d.inner.batch_per_class,
@@ -238,7 +241,7 @@ def _config_from_args(a: argparse.Namespace) -> DistillConfig:
                             style_weight=a.dm_style_weight,
                             kernel=a.dm_kernel, bandwidth=a.dm_bandwidth,
                             easy_fraction=a.dm_easy_fraction),
-        model=ModelConfig(name=a.model, width=a.width, depth=a.depth, norm=a.norm),
+        model=ModelConfig(name=a.model, width=a.width, depth=a.depth, norm=a.norm, first_padding=a.first_padding),
         synthetic=SyntheticConfig(ipc=a.ipc, init=a.syn_init, learn_labels=a.learn_labels, param=a.param,
                                   factor=a.factor, decoders=a.decoders, latent_dim=a.latent_dim,
                                   decoder_width=a.decoder_width, codes=a.codes, fit_steps=a.fit_steps,
@@ -323,9 +326,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    "(default 256; IDC evaluates with 64)")
     p.add_argument("--cutmix", type=float, default=0.0, help="share of their minibatches mixed by CutMix after the "
                    "augmentation (IDC: 0.5, with --epochs 1000 --batch-size 64)")
+    p.add_argument("--first-padding", type=int, default=None, help="zero padding of the first convolution of the "
+                   "standard-protocol ConvNet (default: the run's --first-padding, else 1; 3 is the field's network on "
+                   "28x28 grey-scale images)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object (with protocol, epochs, augmentation, batch size, cutmix)")
+                   help="print one JSON object (with protocol, epochs, augmentation, batch size, cutmix, network)")
 
 
 def _run_evaluate(a: argparse.Namespace) -> int:
@@ -333,7 +339,7 @@ def _run_evaluate(a: argparse.Namespace) -> int:
     from augdistill.runs.layout import load_config
     evaluation = evaluate_run(a.run_dir, a.protocol, nets=a.nets, device=a.device, epochs=a.epochs,
                               augment="run" if a.with_policy else a.aug, batch_size=a.batch_size, cutmix=a.cutmix,
-                              seed=a.seed)
+                              seed=a.seed, first_padding=a.first_padding)
     config = load_config(a.run_dir)
     record = {**evaluation.record(), "ipc": config.synthetic.ipc, "dataset": config.data.name,
               "method": config.method.name, "param": config.synthetic.param}

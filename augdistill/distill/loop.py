@@ -296,7 +296,8 @@ class Distiller:
             policy = copy.deepcopy(policy).requires_grad_(False)
         accs = validation_accuracies(self.config.outer.validation, model=self.model, images=images, targets=targets,
                                      recipe=self.method.replay_recipe(), val=self.data.val, info=self.data.info,
-                                     nets=nets, epochs=self.config.outer.val_epochs, policy=policy)
+                                     nets=nets, epochs=self.config.outer.val_epochs, policy=policy,
+                                     first_padding=self.config.model.first_padding)
         return float(accs.mean())
 
     def check_in_sync(self, what: str) -> None:

@@ -52,7 +52,7 @@ def replay_augment(policy: nn.Module, generator: torch.Generator, targets: Tenso
 
 def validation_accuracies(kind: str, *, model: nn.Module, images: Tensor, targets: Tensor,
                           recipe: ReplayRecipe | None, val: Split, info: DatasetInfo, nets: int, epochs: int,
-                          policy: nn.Module | None) -> Tensor:
+                          policy: nn.Module | None, first_padding: int | None = None) -> Tensor:
     """Accuracies ``(nets,)`` on ``val`` of networks trained on ``images`` / ``targets`` (detached).
 
     Args:
@@ -61,6 +61,7 @@ def validation_accuracies(kind: str, *, model: nn.Module, images: Tensor, target
         policy: augmentation applied while training (replay: the learned steps are augmented as in
             training; standard: the evaluation networks train with it).
         epochs: standard-protocol epochs.
+        first_padding: the standard-protocol ConvNet's first padding (the run's ``--first-padding``).
     """
     seeds = [VALIDATION_SEED + i for i in range(nets)]
     generator = torch.Generator().manual_seed(VALIDATION_SEED)
@@ -73,4 +74,5 @@ def validation_accuracies(kind: str, *, model: nn.Module, images: Tensor, target
                                  augment=(replay_augment(policy, generator, targets, recipe.schedule)
                                           if policy is not None else None))
     augment = policy_augment(policy, generator) if policy is not None else None
-    return standard_accuracies(images, targets, info, val, seeds, StandardProtocol(epochs=epochs), augment)
+    return standard_accuracies(images, targets, info, val, seeds, StandardProtocol.padded(first_padding, epochs=epochs),
+                               augment)

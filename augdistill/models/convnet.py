@@ -26,6 +26,9 @@ class ConvNet(nn.Module):
         depth: number of conv blocks.
         norm: ``instance`` | ``group`` | ``batch`` | ``none``.
         mean, std: per-channel input normalisation; inputs are ``[0, 1]`` images.
+        first_padding: zero padding of the first conv (the others pad 1, keeping the map's size). The field's
+            code (DC, DSA, DM, MTT) pads a 28x28 grey-scale image by 3, so that its maps are 32, 16, 8 and 4
+            pixels a side as for CIFAR (2 048 features at width 128); 1 keeps them at 28, 14, 7 and 3 (1 152).
 
     Shape:
         input ``(B, C, H, W)``, output ``(B, num_classes)``.
@@ -37,12 +40,17 @@ class ConvNet(nn.Module):
 
     def __init__(self, in_shape: Sequence[int], num_classes: int, *, width: int = 128, depth: int = 3,
                  norm: str = "instance", mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None) -> None:
+                 std: Sequence[float] | None = None, first_padding: int = 1) -> None:
         super().__init__()
         channels, height, width_px = in_shape
+        if min(height, width_px) + 2 * first_padding < 3:
+            raise ConfigError(f"a {height}x{width_px} image padded by {first_padding} is smaller than the first "
+                              f"conv's 3x3 kernel; use a larger first padding")
         layers: list[nn.Module] = [Normalize(mean, std)] if mean is not None and std is not None else []
-        for _ in range(depth):
-            layers += [nn.Conv2d(channels, width, 3, padding=1), make_norm(norm, width), nn.ReLU()]
+        for block in range(depth):
+            padding = first_padding if block == 0 else 1
+            height, width_px = height + 2 * padding - 2, width_px + 2 * padding - 2
+            layers += [nn.Conv2d(channels, width, 3, padding=padding), make_norm(norm, width), nn.ReLU()]
             if min(height, width_px) >= 2:
                 layers.append(nn.AvgPool2d(2))
                 height, width_px = height // 2, width_px // 2

@@ -503,7 +503,7 @@ def evaluation_policy(augment: str, run_dir: Path, info: Any) -> nn.Module | Non
 
 def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5, device: str = "cpu",
                  epochs: int | None = None, augment: str = "none", batch_size: int | None = None,
-                 cutmix: float = 0.0, seed: int = 0) -> Evaluation:
+                 cutmix: float = 0.0, seed: int = 0, first_padding: int | None = None) -> Evaluation:
     """Evaluate a run directory under ``protocol`` (one of :data:`PROTOCOLS`) with ``nets`` fresh networks, seeded
     ``seed … seed + nets − 1`` (their augmentation draws start from ``seed``), so that processes given different
     ``seed`` evaluate different networks side by side.
@@ -512,15 +512,17 @@ def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5
     The ``standard`` / ``random-subset`` / ``herding`` / ``full-data`` networks (ConvNet-3 width 128, instance
     norm) train for ``epochs`` (default 300; the DSA, DM and MTT papers use 1000) with the augmentation
     ``augment`` (see :func:`evaluation_policy`), in minibatches of ``batch_size`` (default 256), a ``cutmix``
-    share of them mixed by CutMix (IDC's evaluation: 1000 epochs, batch 64, cutmix 0.5). Arguments and files are
-    checked before any training.
+    share of them mixed by CutMix (IDC's evaluation: 1000 epochs, batch 64, cutmix 0.5). Their ConvNet pads its
+    first convolution by ``first_padding`` (default: as the run's network did, ``--first-padding``; 3 is the field's
+    code on 28x28 grey-scale images). Arguments and files are checked before any training.
     """
-    options = EvalOptions(protocol, nets, epochs, augment, device, batch_size, cutmix, seed)
+    options = EvalOptions(protocol, nets, epochs, augment, device, batch_size, cutmix, seed, first_padding)
     if options.protocol == "replay" and (options.epochs is not None or options.augment not in ("none", "run")
-                                         or options.batch_size is not None or options.cutmix):
+                                         or options.batch_size is not None or options.cutmix
+                                         or options.first_padding is not None):
         raise ConfigError("--protocol replay replays the learned steps with the run's own policy; --epochs, --aug, "
-                          "--batch-size and --cutmix apply to the standard, random-subset, herding and full-data "
-                          "protocols")
+                          "--batch-size, --cutmix and --first-padding apply to the standard, random-subset, herding "
+                          "and full-data protocols")
     run_dir = _run_folder(run_dir)
     config = with_method_defaults(load_config(run_dir))
     s = load_distilled(run_dir / SYNTHETIC_FILE)
@@ -533,8 +535,9 @@ def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5
                           options.protocol, None, "run" if policy is not None else "none", config.model.name,
                           seed=options.seed)
     defaults = StandardProtocol()
-    standard = StandardProtocol(epochs=options.epochs or defaults.epochs,
-                                batch_size=options.batch_size or defaults.batch_size, cutmix=options.cutmix)
+    padding = options.first_padding if options.first_padding is not None else config.model.first_padding
+    standard = StandardProtocol.padded(padding, epochs=options.epochs or defaults.epochs,
+                                       batch_size=options.batch_size or defaults.batch_size, cutmix=options.cutmix)
     policy = evaluation_policy(options.augment, run_dir, dataset.info)
     augment_std = None
     if policy is not None:
@@ -552,7 +555,8 @@ def evaluate_run(run_dir: str | Path, protocol: str = "replay", *, nets: int = 5
     accs = standard_accuracies(x, targets, dataset.info, dataset.test, seeds, standard, augment_std)
     return Evaluation(summarize(options.protocol, accs), options.protocol, standard.epochs, options.augment,
                       f"{standard.model.name}-{standard.model.depth}, width {standard.model.width}, "
-                      f"{standard.model.norm} norm", standard.batch_size, standard.cutmix, options.seed)
+                      f"{standard.model.norm} norm, first padding {1 if padding is None else padding}",
+                      standard.batch_size, standard.cutmix, options.seed)
 
 
 def _load_run_policy(run_dir: Path) -> nn.Module:

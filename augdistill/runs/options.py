@@ -80,7 +80,8 @@ class DistillOptions:
 class EvalOptions:
     """How :func:`~augdistill.runs.jobs.evaluate_run` runs: ``protocol``, ``nets`` fresh networks, standard-protocol
     ``epochs`` and ``batch_size`` (``None``: the protocol's defaults), the augmentation ``augment`` they train with,
-    the share ``cutmix`` of their minibatches mixed by CutMix, ``device``, and the first network's ``seed``."""
+    the share ``cutmix`` of their minibatches mixed by CutMix, ``device``, the first network's ``seed``, and the
+    ConvNet's ``first_padding`` (``None``: the run's ``--first-padding``)."""
 
     protocol: str = setting("replay", "--protocol", choices=PROTOCOLS)
     nets: int = setting(5, "--nets", low=1, high=1000, why="each is a fresh network trained from scratch")
@@ -90,6 +91,7 @@ class EvalOptions:
     batch_size: int | None = setting(None, "--batch-size", low=1, high=100_000, why="memory")
     cutmix: float = setting(0.0, "--cutmix", low=0, high=1)
     seed: int = setting(0, "--seed", low=0, high=2**31 - 1)
+    first_padding: int | None = setting(None, "--first-padding", low=0, high=64)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -16,9 +16,10 @@ network on all the training data).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,13 @@ class StandardProtocol:
     weight_decay: float = 5e-4
     batch_size: int = 256
     cutmix: float = 0.0
+
+    @classmethod
+    def padded(cls, first_padding: int | None, **fields: Any) -> "StandardProtocol":
+        """The protocol whose ConvNet pads its first convolution by ``first_padding`` (``None``: ConvNet's
+        default, 1), with the other ``fields`` given."""
+        model = dataclasses.replace(cls().model, first_padding=first_padding)
+        return cls(model=model, **fields)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.cutmix <= 1:

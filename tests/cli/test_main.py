@@ -52,6 +52,10 @@ def test_distill_writes_every_output_and_evaluate_reads_them(tmp_path, cli):
     assert result.code == 0
     record = json.loads(result.out)
     assert (record["protocol"], record["epochs"], record["batch_size"], record["cutmix"]) == ("herding", 2, 4, 0.5)
+    assert record["model"] == "convnet-3, width 128, instance norm, first padding 1"
+    padded = json.loads(cli("evaluate", out, "--protocol", "standard", "--nets", "1", "--epochs", "2", "--json",
+                            "--first-padding", "3").out)
+    assert padded["model"].endswith("first padding 3") and padded["accs"] != two["accs"][:1]
     (out / "synthetic.png").unlink()
     assert cli("show", out).code == 0
     assert (out / "synthetic.png").is_file()

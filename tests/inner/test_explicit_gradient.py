@@ -19,11 +19,12 @@ from augdistill.testing import assert_unroll_matches_higher
 SHAPES = [((1, 11, 11), 3), ((3, 8, 8), 2), ((1, 4, 4), 3)]
 
 
-def _problem(shape=(1, 11, 11), depth=3, soft=False, dtype=torch.float64, seed=0, norm="none", width=5):
+def _problem(shape=(1, 11, 11), depth=3, soft=False, dtype=torch.float64, seed=0, norm="none", width=5,
+             first_padding=1):
     g = torch.Generator().manual_seed(seed)
     channels = shape[0]
     net = build_model("convnet", shape, 4, width=width, depth=depth, norm=norm, mean=[0.4] * channels,
-                      std=[0.3] * channels).to(dtype)
+                      std=[0.3] * channels, first_padding=first_padding).to(dtype)
     theta0 = {k: v.to(dtype) for k, v in sample_params(net, g).items()}
     images = torch.rand(8, *shape, generator=g, dtype=dtype).requires_grad_()
     labels = torch.arange(4).repeat(2)
@@ -39,10 +40,11 @@ def _outer_loss(net, theta, x_real, y_real):
     return F.cross_entropy(logits(net, theta, x_real), y_real)
 
 
-@pytest.mark.parametrize("shape, depth", SHAPES)
+@pytest.mark.parametrize("shape, depth, first_padding", [(shape, depth, 1) for shape, depth in SHAPES]
+                         + [((1, 7, 7), 3, 3), ((1, 5, 5), 2, 0)])  # the field's padding on grey-scale; none
 @pytest.mark.parametrize("soft", [False, True])
-def test_loss_gradient_equals_autograd(shape, depth, soft):
-    net, theta0, images, targets, *_ = _problem(shape, depth, soft)
+def test_loss_gradient_equals_autograd(shape, depth, first_padding, soft):
+    net, theta0, images, targets, *_ = _problem(shape, depth, soft, first_padding=first_padding)
     assert net.explicit_gradient
     theta = {k: v.requires_grad_() for k, v in theta0.items()}
     loss = F.cross_entropy(functional_call(net, theta, (images,)), targets)

@@ -435,6 +435,26 @@ def test_the_command_line_runs_the_gaussian_kernel(tmp_path):
     assert (method["kernel"], method["bandwidth"]) == ("gaussian", 2.0)
 
 
+def test_the_first_padding_reaches_the_networks_that_distil_validate_and_evaluate(tmp_path, monkeypatch):
+    """``--first-padding 3`` (the field's ConvNet on grey-scale images) is the padding of the distillation network, of
+    the validation networks, and by default of ``evaluate``'s; ``evaluate --first-padding`` overrides it."""
+    from augdistill.cli import main
+    from augdistill.distill import validation
+    from augdistill.runs.jobs import evaluate_run
+    seen = []
+    real = validation.standard_accuracies
+    monkeypatch.setattr(validation, "standard_accuracies",
+                        lambda *a, **k: seen.append(a[5].model.first_padding) or real(*a, **k))
+    assert main(["distill", "--method", "dm", "--model", "convnet", "--width", "8", "--depth", "2", "--ipc", "1",
+                 "--real-per-class", "4", "--first-padding", "3", "--iterations", "1", "--eval-every", "1",
+                 "--eval-nets", "1", "--val-epochs", "1", "--final-nets", "0", "--out", str(tmp_path)]) == 0
+    assert seen and set(seen) == {3}
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["first_padding"] == 3
+    default = evaluate_run(tmp_path, "standard", nets=1, epochs=1)
+    override = evaluate_run(tmp_path, "standard", nets=1, epochs=1, first_padding=1)
+    assert default.model.endswith("first padding 3") and override.model.endswith("first padding 1")
+
+
 def test_adversarial_policy_receives_the_reversed_gradient_of_the_matching_loss(digits, float64):
     # The policy's gradient through both the real and the synthetic side, against the explicit loss computed with
     # the policy applied directly (gradient not reversed); the synthetic images' gradient is unchanged.
