@@ -31,6 +31,9 @@ def add_experts_command(sub: argparse._SubParsersAction) -> None:
                    help="convnet blocks; use 2 for 8x8 images (digits): at depth 3 the last instance norm sees "
                         "2x2 maps, its pooled features are nearly constant and the experts barely train")
     p.add_argument("--norm", default="instance", help="convnet norm: instance | group | batch | none")
+    p.add_argument("--first-padding", type=int, default=None,
+                   help="convnet: zero padding of the first convolution (default 1; 3: the field's network on 28x28 "
+                        "grey-scale images, as distill --first-padding 3)")
     p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (constant)")
     p.add_argument("--momentum", type=float, default=0.0)
     p.add_argument("--weight-decay", type=float, default=0.0)
@@ -58,7 +61,8 @@ def _run_experts(a: argparse.Namespace) -> int:
     if a.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {a.workers}")
     dataset = load_dataset(a.dataset, a.data_root, val_fraction=a.val_fraction)
-    model = ModelConfig(a.model, width=a.width, depth=a.depth, norm=a.norm if a.model == "convnet" else None)
+    model = ModelConfig(a.model, width=a.width, depth=a.depth, norm=a.norm if a.model == "convnet" else None,
+                        first_padding=a.first_padding)
     setup = ExpertSetup.for_dataset(dataset.info, model, epochs=a.epochs, lr=a.lr, momentum=a.momentum,
                                     weight_decay=a.weight_decay, batch_size=a.batch_size, augmentation=a.aug,
                                     seed=a.seed)

@@ -248,7 +248,8 @@ class ExpertBank:
                                   f"this run with mean {info.mean} std {info.std} (another validation split?)")
         if _architecture(build_for(info, setup.model)) != _architecture(model):
             raise CheckpointError(f"{manifest}: the experts are {_describe(setup.model)} but this run distils with "
-                                  "another network; pass the experts' one (--model, --width, --depth, --norm)")
+                                  "another network; pass the experts' one (--model, --width, --depth, --norm, "
+                                  "--first-padding)")
         if min_epochs is None:
             min_epochs = setup.epochs
         if setup.epochs < min_epochs:

@@ -161,6 +161,17 @@ def test_cli_trains_resumes_and_reports_errors_in_one_line(tmp_path, capsys):
     assert err.startswith("augdistill experts: error: expert trajectory") and "expert_0000.pt" in err
 
 
+def test_experts_of_the_fields_padding_are_refused_for_another_network(digits, tmp_path, capsys):
+    args = ["experts", "--dataset", "digits", "--num-experts", "1", "--epochs", "1", "--out", str(tmp_path),
+            "--width", "8", "--depth", "2", "--batch-size", "64", "--aug", "none", "--first-padding", "3"]
+    assert main(args) == 0
+    padded = dataclasses.replace(MODEL, first_padding=3)
+    bank = ExpertBank.load(tmp_path, info=digits.info, model=build_for(digits.info, padded), min_epochs=1)
+    assert bank.params(0, 1)["classifier.weight"].shape == (10, 8 * 3 * 3)  # 8x8 padded by 3: 12, 6, then 3x3 maps
+    with pytest.raises(CheckpointError, match=r"the experts are .*first_padding=3 but this run distils with another"):
+        _bank(digits, tmp_path, min_epochs=1)
+
+
 def test_cli_workers_share_the_experts_and_match_one_process(digits, tmp_path, capsys):
     args = ["experts", "--dataset", "digits", "--num-experts", "3", "--epochs", "3", "--width", "8", "--depth", "2",
             "--batch-size", "64", "--lr", "0.05", "--aug", "none"]
