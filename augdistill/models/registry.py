@@ -26,7 +26,7 @@ def build_model(name: str, in_shape: Sequence[int], num_classes: int, **kwargs: 
         name: ``convnet`` | ``lenet`` | ``mlp``.
         in_shape: ``(C, H, W)`` of the input images.
         num_classes: number of logits.
-        **kwargs: family options (``width``, ``depth``, ``norm``, ``mean``, ``std``).
+        **kwargs: family options (``width``, ``depth``, ``norm``, ``mean``, ``std``; ``first_padding`` for ``convnet``).
 
     Example:
         >>> net = build_model("convnet", (1, 8, 8), 10, width=32, norm="group")
@@ -35,6 +35,8 @@ def build_model(name: str, in_shape: Sequence[int], num_classes: int, **kwargs: 
     """
     if name not in MODELS:
         raise ConfigError(f"unknown model '{name}'; expected one of {', '.join(MODELS)}")
+    if kwargs.get("first_padding") is not None and name != "convnet":
+        raise ConfigError(f"--first-padding pads the first convolution of a convnet; model '{name}' has none")
     try:
         return MODELS[name](in_shape, num_classes, **kwargs)
     except TypeError as e:
