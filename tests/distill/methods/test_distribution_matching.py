@@ -157,6 +157,18 @@ def _relu_outputs(net: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return outputs
 
 
+def _class_mean_gap(statistic, a_real: torch.Tensor, y_real: torch.Tensor, a_syn: torch.Tensor,
+                    y_syn: torch.Tensor) -> torch.Tensor:
+    """Σ_c ‖mean over the real images of class c of statistic(a) − the same over the synthetic ones‖², image by image
+    (``a_real`` / ``a_syn``: one block's ReLU outputs ``(B, C, H, W)``; ``statistic``: one image's map to a tensor)."""
+    gap = a_real.new_zeros(())
+    for c in range(10):
+        real = [statistic(a) for a in a_real[y_real == c]]
+        syn = [statistic(a) for a in a_syn[y_syn == c]]
+        gap = gap + ((sum(real) / len(real) - sum(syn) / len(syn)) ** 2).sum()
+    return gap
+
+
 def test_attention_matching_matches_explicit_attention_maps(digits, float64):
     # DataDAM's term, image by image: Σ_channels |ReLU output| of every block but the last, each map of unit norm.
     d = _distiller(digits, ipc=2, real=3, method=MethodConfig(name="dm", attention_weight=50.0))
@@ -168,11 +180,10 @@ def test_attention_matching_matches_explicit_attention_maps(digits, float64):
     attention = x_syn.new_zeros(())
     real_maps, syn_maps = _relu_outputs(net, x_real), _relu_outputs(net, x_syn)
     assert len(real_maps) == 2 and real_maps[0].shape[-1] == 8  # depth 2: the first block's 8x8 map only
+    assert d.data.info.num_classes == 10
     for a_real, a_syn in zip(real_maps[:-1], syn_maps[:-1], strict=True):
-        for c in range(d.data.info.num_classes):
-            unit = [m.abs().sum(0).flatten() / m.abs().sum(0).norm() for m in a_real[y_real == c]]
-            unit_syn = [m.abs().sum(0).flatten() / m.abs().sum(0).norm() for m in a_syn[y_syn == c]]
-            attention = attention + ((sum(unit) / len(unit) - sum(unit_syn) / len(unit_syn)) ** 2).sum()
+        attention = attention + _class_mean_gap(lambda m: m.abs().sum(0).flatten() / m.abs().sum(0).norm(),
+                                                a_real, y_real, a_syn, y_syn)
     expected = _reference_loss(d, theta, x_syn, x_real, y_real) + 50.0 * attention
     (expected_grad,) = torch.autograd.grad(expected, x_syn)
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
@@ -193,11 +204,7 @@ def _reference_style(net: torch.nn.Module, x_syn: torch.Tensor, y_syn: torch.Ten
     real_maps, syn_maps = _relu_outputs(net, x_real), _relu_outputs(net, x_syn)
     assert len(real_maps) == 2  # depth 2: both blocks count, the last one included
     for a_real, a_syn in zip(real_maps, syn_maps, strict=True):
-        for c in range(10):
-            g_real = [gram(a) for a in a_real[y_real == c]]
-            g_syn = [gram(a) for a in a_syn[y_syn == c]]
-            diff = sum(g_real) / len(g_real) - sum(g_syn) / len(g_syn)
-            style = style + last / a_real.shape[1] ** 2 * (diff ** 2).sum()
+        style = style + last / a_real.shape[1] ** 2 * _class_mean_gap(gram, a_real, y_real, a_syn, y_syn)
     return style
 
 
